@@ -1,0 +1,1 @@
+"""Training and evaluation for XModal models: the Accelerate loop, Trainer and PEFT glue, metrics, CLI."""
