@@ -1,0 +1,43 @@
+"""xmodal: cross-modal (text, image, speech) models as `transformers` classes.
+
+Importing the package registers the configs and models with the Auto classes, and marks them
+with `register_for_auto_class` so that a saved checkpoint carries its own code.
+"""
+
+from .configuration_xmodal import (
+    XModalAudioConfig,
+    XModalConfig,
+    XModalDecoderConfig,
+    XModalTextConfig,
+    XModalVisionConfig,
+)
+from .fusion import FUSION_LAYERS
+from .modeling_xmodal import (
+    XModalForConditionalGeneration,
+    XModalForMatching,
+    XModalForPreTraining,
+    XModalForSequenceClassification,
+    XModalModel,
+    XModalPreTrainedModel,
+)
+from .registration import AUTO_MAP, register_auto_classes
+
+__version__ = "0.1.0"
+
+register_auto_classes()
+
+__all__ = [
+    "AUTO_MAP",
+    "FUSION_LAYERS",
+    "XModalAudioConfig",
+    "XModalConfig",
+    "XModalDecoderConfig",
+    "XModalForConditionalGeneration",
+    "XModalForMatching",
+    "XModalForPreTraining",
+    "XModalForSequenceClassification",
+    "XModalModel",
+    "XModalPreTrainedModel",
+    "XModalTextConfig",
+    "XModalVisionConfig",
+]

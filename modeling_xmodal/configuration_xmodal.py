@@ -1,0 +1,306 @@
+"""Configurations: one per built-in tower, one for the decoder, and the composite `XModalConfig`.
+
+A tower may also be any `transformers` config (BERT, ViT, a Whisper encoder, ...); the composite
+config keeps it as is and the model builds it with `AutoModel.from_config`.
+"""
+
+from transformers import PreTrainedConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+
+def _check_choice(config, field, allowed):
+    value = getattr(config, field)
+    if value not in allowed:
+        raise ValueError(
+            f"{type(config).__name__}.{field}={value!r} is not supported; choose one of {sorted(allowed)}."
+        )
+
+
+def _check_positive(config, *fields):
+    for field in fields:
+        value = getattr(config, field)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{type(config).__name__}.{field}={value!r} must be a positive number.")
+
+
+def _check_probability(config, *fields):
+    for field in fields:
+        value = getattr(config, field)
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{type(config).__name__}.{field}={value!r} must be in [0, 1).")
+
+
+def _check_heads(config, hidden_field="hidden_size", heads_field="num_attention_heads"):
+    hidden, heads = getattr(config, hidden_field), getattr(config, heads_field)
+    if hidden % heads != 0:
+        raise ValueError(
+            f"{type(config).__name__}.{hidden_field}={hidden} must be divisible by "
+            f"{heads_field}={heads}; allowed head counts are the divisors of {hidden}."
+        )
+
+
+class XModalTextConfig(PreTrainedConfig):
+    """Built-in text tower: token embeddings + pre-LN Transformer encoder, or a BiLSTM."""
+
+    model_type = "xmodal_text_model"
+    base_config_key = "text_config"
+
+    vocab_size: int = 8192
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    max_position_embeddings: int = 64
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-5
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    encoder_type: str = "transformer"
+    pooling: str = "mean"
+    initializer_range: float = 0.02
+    pad_token_id: int | None = 0
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        _check_choice(self, "encoder_type", {"transformer", "bilstm"})
+        _check_choice(self, "pooling", {"mean", "cls"})
+        _check_positive(self, "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                        "intermediate_size", "max_position_embeddings")
+        _check_probability(self, "hidden_dropout", "attention_dropout")
+        if self.encoder_type == "transformer":
+            _check_heads(self)
+        if self.encoder_type == "bilstm" and self.hidden_size % 2:
+            raise ValueError(f"XModalTextConfig.hidden_size={self.hidden_size} must be even for a BiLSTM.")
+
+
+class XModalVisionConfig(PreTrainedConfig):
+    """Built-in vision tower: a ViT (patch embedding + Transformer) or a small residual CNN."""
+
+    model_type = "xmodal_vision_model"
+    base_config_key = "vision_config"
+
+    image_size: int = 64
+    patch_size: int = 8
+    num_channels: int = 3
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-5
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    encoder_type: str = "vit"
+    cnn_channels: list[int] | tuple[int, ...] = (32, 64, 128, 256)
+    pooling: str = "cls"
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.cnn_channels = list(self.cnn_channels)
+        _check_choice(self, "encoder_type", {"vit", "cnn"})
+        _check_choice(self, "pooling", {"mean", "cls"})
+        _check_positive(self, "image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers",
+                        "num_attention_heads", "intermediate_size")
+        _check_probability(self, "hidden_dropout", "attention_dropout")
+        if self.encoder_type == "vit":
+            _check_heads(self)
+            if self.image_size % self.patch_size:
+                raise ValueError(
+                    f"XModalVisionConfig.image_size={self.image_size} must be a multiple of "
+                    f"patch_size={self.patch_size}."
+                )
+        elif not self.cnn_channels or any(c <= 0 for c in self.cnn_channels):
+            raise ValueError(f"XModalVisionConfig.cnn_channels={self.cnn_channels} must be positive widths.")
+
+
+class XModalAudioConfig(PreTrainedConfig):
+    """Built-in audio tower: log-mel frames, two stride-2 convolutions, then a Transformer or an LSTM."""
+
+    model_type = "xmodal_audio_model"
+    base_config_key = "audio_config"
+
+    num_mel_bins: int = 64
+    max_source_positions: int = 256
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-5
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    encoder_type: str = "transformer"
+    pooling: str = "mean"
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        _check_choice(self, "encoder_type", {"transformer", "lstm"})
+        _check_choice(self, "pooling", {"mean"})
+        _check_positive(self, "num_mel_bins", "max_source_positions", "hidden_size", "num_hidden_layers",
+                        "num_attention_heads", "intermediate_size")
+        _check_probability(self, "hidden_dropout", "attention_dropout")
+        if self.encoder_type == "transformer":
+            _check_heads(self)
+
+    @property
+    def max_input_frames(self):
+        """Longest `input_features` the position table covers (the convolutions subsample by 4)."""
+        return self.max_source_positions * 4
+
+
+class XModalDecoderConfig(PreTrainedConfig):
+    """Text decoder of the generation heads: causal self-attention plus cross-attention to the encoder."""
+
+    model_type = "xmodal_decoder"
+    base_config_key = "decoder_config"
+
+    vocab_size: int = 8192
+    hidden_size: int = 256
+    num_hidden_layers: int = 3
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    max_position_embeddings: int = 64
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-5
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    initializer_range: float = 0.02
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+    decoder_start_token_id: int | None = 1
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        _check_positive(self, "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                        "intermediate_size", "max_position_embeddings")
+        _check_probability(self, "hidden_dropout", "attention_dropout")
+        _check_heads(self)
+
+
+TOWER_CONFIG_CLASSES = {
+    "text_config": XModalTextConfig,
+    "vision_config": XModalVisionConfig,
+    "audio_config": XModalAudioConfig,
+    "decoder_config": XModalDecoderConfig,
+}
+_OWN_MODEL_TYPES = {cls.model_type: cls for cls in TOWER_CONFIG_CLASSES.values()}
+
+FUSION_TYPES = ("concat", "gated", "cross_attention")
+CONTRASTIVE_LOSSES = ("clip", "sigmoid")
+DEFAULT_LOSS_WEIGHTS = {"contrastive": 1.0, "matching": 1.0, "caption": 1.0, "transcription": 1.0}
+
+
+def _as_config(key, value):
+    """A sub-config from a config, a dict (xmodal's own or any `transformers` model_type), or None."""
+    if value is None or isinstance(value, PreTrainedConfig):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"XModalConfig.{key} must be a config, a dict or None, got {type(value).__name__}.")
+    value = dict(value)
+    model_type = value.pop("model_type", None) or TOWER_CONFIG_CLASSES[key].model_type
+    value.pop("transformers_version", None)
+    if model_type in _OWN_MODEL_TYPES:
+        return _OWN_MODEL_TYPES[model_type](**value)
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(
+            f"XModalConfig.{key} has model_type={model_type!r}, which is neither an xmodal tower "
+            f"({sorted(_OWN_MODEL_TYPES)}) nor a known `transformers` model type."
+        )
+    return CONFIG_MAPPING[model_type](**value)
+
+
+class XModalConfig(PreTrainedConfig):
+    """Composite config: towers (a `None` tower is an absent modality), fusion, heads and losses.
+
+    With no tower given at all, the default tri-modal model (text, vision, audio and a decoder) is built.
+    """
+
+    model_type = "xmodal"
+
+    text_config: PreTrainedConfig | dict | None = None
+    vision_config: PreTrainedConfig | dict | None = None
+    audio_config: PreTrainedConfig | dict | None = None
+    decoder_config: PreTrainedConfig | dict | None = None
+    projection_dim: int = 256
+    logit_scale_init_value: float = 2.6592
+    logit_bias_init_value: float = -10.0
+    contrastive_loss: str = "clip"
+    fusion_type: str = "cross_attention"
+    fusion_hidden_size: int = 256
+    fusion_num_layers: int = 2
+    fusion_num_attention_heads: int = 4
+    fusion_intermediate_size: int = 1024
+    loss_weights: dict | None = None
+    classifier_dropout: float = 0.0
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        towers = ("text_config", "vision_config", "audio_config")
+        if all(getattr(self, key) is None for key in towers) and self.decoder_config is None:
+            for key in (*towers, "decoder_config"):
+                setattr(self, key, TOWER_CONFIG_CLASSES[key]())
+        for key in (*towers, "decoder_config"):
+            setattr(self, key, _as_config(key, getattr(self, key)))
+        self.is_encoder_decoder = self.decoder_config is not None
+        self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **(self.loss_weights or {})}
+        super().__post_init__(**kwargs)
+        self._validate()
+
+    # `sub_configs` lets `transformers` walk the towers (attention implementation, dtype, ...).
+    @property
+    def sub_configs(self):
+        return {key: type(getattr(self, key)) for key in TOWER_CONFIG_CLASSES if getattr(self, key) is not None}
+
+    @property
+    def modalities(self):
+        """The modalities present, in a fixed order."""
+        names = {"text_config": "text", "vision_config": "image", "audio_config": "audio"}
+        return [name for key, name in names.items() if getattr(self, key) is not None]
+
+    def get_text_config(self, decoder=None, encoder=None):
+        """The decoder's config for generation utilities, the text tower's for the encoder side."""
+        if decoder and self.decoder_config is not None:
+            return self.decoder_config
+        if encoder or not decoder:
+            return self.text_config if self.text_config is not None else self
+        return self.text_config if self.text_config is not None else self
+
+    def _validate(self):
+        _check_choice(self, "fusion_type", set(FUSION_TYPES))
+        _check_choice(self, "contrastive_loss", set(CONTRASTIVE_LOSSES))
+        _check_positive(self, "projection_dim", "fusion_hidden_size", "fusion_num_layers",
+                        "fusion_num_attention_heads", "fusion_intermediate_size")
+        _check_probability(self, "classifier_dropout")
+        _check_heads(self, "fusion_hidden_size", "fusion_num_attention_heads")
+        unknown = set(self.loss_weights) - set(DEFAULT_LOSS_WEIGHTS)
+        if unknown:
+            raise ValueError(
+                f"XModalConfig.loss_weights has unknown parts {sorted(unknown)}; allowed: {sorted(DEFAULT_LOSS_WEIGHTS)}."
+            )
+        for name, weight in self.loss_weights.items():
+            if not isinstance(weight, (int, float)) or weight < 0:
+                raise ValueError(f"XModalConfig.loss_weights[{name!r}]={weight!r} must be a number >= 0.")
+        if self.decoder_config is not None and self.text_config is not None:
+            text_vocab = getattr(self.text_config, "vocab_size", None)
+            if text_vocab is not None and self.decoder_config.vocab_size < text_vocab and (
+                isinstance(self.text_config, XModalTextConfig)
+            ):
+                raise ValueError(
+                    f"XModalConfig.decoder_config.vocab_size={self.decoder_config.vocab_size} is smaller than "
+                    f"text_config.vocab_size={text_vocab}; the decoder writes the same tokens, so it must be >= it."
+                )
+
+
+__all__ = [
+    "XModalAudioConfig",
+    "XModalConfig",
+    "XModalDecoderConfig",
+    "XModalTextConfig",
+    "XModalVisionConfig",
+]

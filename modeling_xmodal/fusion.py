@@ -1,0 +1,149 @@
+"""Fusion of modalities, picked by `config.fusion_type` from `FUSION_LAYERS`.
+
+Every fusion takes the tower outputs of whichever modalities a batch has (a dict keyed by
+"text", "image", "audio") and leaves absent modalities out: nothing is zero-filled.
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .layers import XModalTransformer, padding_mask
+from .modeling_outputs import XModalFusionOutput
+
+MODALITY_ORDER = ("text", "image", "audio")
+
+
+class _FusionBase(nn.Module):
+    """Projects every modality's tokens to the fusion width and tags them with a modality embedding."""
+
+    def __init__(self, config, tower_sizes):
+        super().__init__()
+        self.config = config
+        self.hidden_size = config.fusion_hidden_size
+        self.modalities = [m for m in MODALITY_ORDER if m in tower_sizes]
+        self.token_projections = nn.ModuleDict(
+            {m: nn.Linear(tower_sizes[m], self.hidden_size) for m in self.modalities}
+        )
+        self.modality_embeddings = nn.ParameterDict(
+            {m: nn.Parameter(torch.zeros(1, 1, self.hidden_size)) for m in self.modalities}
+        )
+
+    def _present(self, tower_outputs):
+        present = [m for m in self.modalities if tower_outputs.get(m) is not None]
+        unknown = set(k for k, v in tower_outputs.items() if v is not None) - set(self.modalities)
+        if unknown:
+            raise ValueError(f"Fusion got modalities {sorted(unknown)} that this model has no tower for; "
+                             f"it has {self.modalities}.")
+        if not present:
+            raise ValueError(f"Fusion needs at least one modality of {self.modalities}; got none.")
+        return present
+
+    def _tokens(self, modality, output):
+        states = self.token_projections[modality](output.last_hidden_state) + self.modality_embeddings[modality]
+        mask = output.attention_mask
+        if mask is None:
+            mask = torch.ones(states.shape[:2], dtype=torch.long, device=states.device)
+        return states, mask
+
+    def _sequence(self, tower_outputs, present, scales=None):
+        """The projected token sequences of the present modalities, concatenated, and their mask."""
+        states, masks = [], []
+        for i, modality in enumerate(present):
+            tokens, mask = self._tokens(modality, tower_outputs[modality])
+            if scales is not None:
+                tokens = tokens * scales[:, i, None, None]
+            states.append(tokens)
+            masks.append(mask)
+        return torch.cat(states, dim=1), torch.cat(masks, dim=1)
+
+
+class ConcatFusion(_FusionBase):
+    """z = W [x; y; ...] over the pooled vectors of the modalities present (the seed's concatenation).
+
+    A missing modality drops its block of columns from W, which is exactly concatenating fewer vectors.
+    """
+
+    def __init__(self, config, tower_sizes):
+        super().__init__(config, tower_sizes)
+        self.pooled_sizes = [tower_sizes[m] for m in self.modalities]
+        self.proj = nn.Linear(sum(self.pooled_sizes), self.hidden_size)
+        self.norm = nn.LayerNorm(self.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, tower_outputs, output_attentions=False):
+        present = self._present(tower_outputs)
+        offsets = torch.cumsum(torch.tensor([0, *self.pooled_sizes]), 0).tolist()
+        columns = [slice(offsets[i], offsets[i + 1]) for i, m in enumerate(self.modalities) if m in present]
+        weight = torch.cat([self.proj.weight[:, c] for c in columns], dim=1)
+        pooled = torch.cat([tower_outputs[m].pooler_output for m in present], dim=-1)
+        pooled = self.norm(F.linear(pooled, weight, self.proj.bias))
+        states, mask = self._sequence(tower_outputs, present)
+        return XModalFusionOutput(last_hidden_state=states, pooler_output=pooled, attention_mask=mask,
+                                  modalities=tuple(present))
+
+
+class GatedFusion(_FusionBase):
+    """A gating network scores each present modality per sample; the fused vector is the weighted sum."""
+
+    def __init__(self, config, tower_sizes):
+        super().__init__(config, tower_sizes)
+        self.pooled_projections = nn.ModuleDict(
+            {m: nn.Linear(tower_sizes[m], self.hidden_size) for m in self.modalities}
+        )
+        self.gate = nn.Sequential(nn.Linear(self.hidden_size, self.hidden_size), nn.Tanh(),
+                                  nn.Linear(self.hidden_size, 1))
+        self.norm = nn.LayerNorm(self.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, tower_outputs, output_attentions=False):
+        present = self._present(tower_outputs)
+        vectors = torch.stack(
+            [torch.tanh(self.pooled_projections[m](tower_outputs[m].pooler_output)) for m in present], dim=1
+        )
+        weights = torch.softmax(self.gate(vectors).squeeze(-1).float(), dim=-1).to(vectors.dtype)
+        pooled = self.norm((weights.unsqueeze(-1) * vectors).sum(dim=1))
+        states, mask = self._sequence(tower_outputs, present, scales=weights)
+        return XModalFusionOutput(last_hidden_state=states, pooler_output=pooled, attention_mask=mask,
+                                  modality_weights=weights, modalities=tuple(present))
+
+
+class CrossAttentionFusion(_FusionBase):
+    """ALBEF/BLIP-style fusion encoder: the query modality's tokens (text, else audio, else image)
+    self-attend and cross-attend to the tokens of the other modalities present. A learned [FUSE]
+    token at the front of the query stream gives the pooled vector."""
+
+    QUERY_ORDER = ("text", "audio", "image")
+
+    def __init__(self, config, tower_sizes):
+        super().__init__(config, tower_sizes)
+        self.fuse_token = nn.Parameter(torch.zeros(1, 1, self.hidden_size))
+        self.encoder = XModalTransformer(
+            config, self.hidden_size, config.fusion_num_layers, config.fusion_num_attention_heads,
+            config.fusion_intermediate_size, cross_attention_size=self.hidden_size,
+        )
+
+    def forward(self, tower_outputs, output_attentions=False):
+        present = self._present(tower_outputs)
+        query_modality = next(m for m in self.QUERY_ORDER if m in present)
+        context = [m for m in present if m != query_modality]
+        query, query_mask = self._tokens(query_modality, tower_outputs[query_modality])
+        batch = query.shape[0]
+        query = torch.cat([self.fuse_token.expand(batch, -1, -1), query], dim=1)
+        query_mask = torch.cat([query_mask.new_ones(batch, 1), query_mask], dim=1)
+        context_states = context_mask = None
+        if context:
+            context_states, context_mask = self._sequence(tower_outputs, context)
+        states, _, _, cross_attentions = self.encoder(
+            query, attention_mask=padding_mask(query_mask, query.shape[1]),
+            encoder_hidden_states=context_states,
+            encoder_attention_mask=padding_mask(context_mask, query.shape[1]) if context else None,
+            output_attentions=output_attentions,
+        )
+        return XModalFusionOutput(last_hidden_state=states, pooler_output=states[:, 0], attention_mask=query_mask,
+                                  cross_attentions=cross_attentions, modalities=(query_modality, *context))
+
+
+FUSION_LAYERS = {"concat": ConcatFusion, "gated": GatedFusion, "cross_attention": CrossAttentionFusion}
+
+
+def build_fusion(config, tower_sizes):
+    return FUSION_LAYERS[config.fusion_type](config, tower_sizes)

@@ -1,0 +1,108 @@
+"""Output dataclasses: one per forward, `loss` first where there is a loss."""
+
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import EncoderDecoderCache
+from transformers.utils import ModelOutput
+
+
+@dataclass
+class XModalTowerOutput(ModelOutput):
+    """What every tower returns: token states, a pooled vector and the mask of valid tokens (None: all valid)."""
+
+    last_hidden_state: torch.Tensor | None = None
+    pooler_output: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    attention_mask: torch.Tensor | None = None
+
+
+@dataclass
+class XModalFusionOutput(ModelOutput):
+    """A fused sequence (for decoders and the demo's heatmaps), a pooled vector and, per fusion, its internals.
+
+    `modality_weights` (gated fusion) is (batch, num_modalities) over `modalities`; `cross_attentions`
+    (cross-attention fusion) holds one (batch, heads, query_tokens, context_tokens) tensor per layer.
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    pooler_output: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
+    modality_weights: torch.Tensor | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+    modalities: tuple[str, ...] | None = None
+
+
+@dataclass
+class XModalOutput(ModelOutput):
+    """Contrastive outputs. Image-text logits keep CLIP's names (`logits_per_image` is images x texts);
+    the other pairs are named `logits_<rows>_<columns>`."""
+
+    loss: torch.Tensor | None = None
+    logits_per_image: torch.Tensor | None = None
+    logits_per_text: torch.Tensor | None = None
+    logits_audio_text: torch.Tensor | None = None
+    logits_text_audio: torch.Tensor | None = None
+    logits_image_audio: torch.Tensor | None = None
+    logits_audio_image: torch.Tensor | None = None
+    text_embeds: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+    audio_embeds: torch.Tensor | None = None
+    text_model_output: XModalTowerOutput | None = None
+    vision_model_output: XModalTowerOutput | None = None
+    audio_model_output: XModalTowerOutput | None = None
+
+
+@dataclass
+class XModalMatchingOutput(ModelOutput):
+    """Match / no-match logits for each fused pair; `labels` are the targets used (sampled negatives included)."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    pair_modalities: tuple[str, ...] | None = None
+    fusion_output: XModalFusionOutput | None = None
+
+
+@dataclass
+class XModalSequenceClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    pooled_output: torch.Tensor | None = None
+    fusion_output: XModalFusionOutput | None = None
+
+
+@dataclass
+class XModalEncoderOutput(ModelOutput):
+    """What the generation heads' encoder hands to the decoder (the fused states and their mask)."""
+
+    last_hidden_state: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class XModalSeq2SeqLMOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    cache: EncoderDecoderCache | None = None
+    decoder_hidden_states: tuple[torch.Tensor, ...] | None = None
+    decoder_attentions: tuple[torch.Tensor, ...] | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+    encoder_last_hidden_state: torch.Tensor | None = None
+    encoder_attention_mask: torch.Tensor | None = None
+
+
+@dataclass
+class XModalForPreTrainingOutput(ModelOutput):
+    """The weighted total and each named part of the multi-task loss."""
+
+    loss: torch.Tensor | None = None
+    contrastive_loss: torch.Tensor | None = None
+    matching_loss: torch.Tensor | None = None
+    caption_loss: torch.Tensor | None = None
+    transcription_loss: torch.Tensor | None = None
+    matching_logits: torch.Tensor | None = None
+    caption_logits: torch.Tensor | None = None
+    transcription_logits: torch.Tensor | None = None
