@@ -258,6 +258,11 @@ class XModalConfig(PreTrainedConfig):
         return {key: type(getattr(self, key)) for key in TOWER_CONFIG_CLASSES if getattr(self, key) is not None}
 
     @property
+    def tie_word_embeddings(self):
+        """The decoder's LM head shares its token embeddings when the decoder config says so."""
+        return self.decoder_config is not None and getattr(self.decoder_config, "tie_word_embeddings", False)
+
+    @property
     def modalities(self):
         """The modalities present, in a fixed order."""
         names = {"text_config": "text", "vision_config": "image", "audio_config": "audio"}
