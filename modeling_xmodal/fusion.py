@@ -15,19 +15,25 @@ MODALITY_ORDER = ("text", "image", "audio")
 
 
 class _FusionBase(nn.Module):
-    """Projects every modality's tokens to the fusion width and tags them with a modality embedding."""
+    """Projects every modality's tokens to the fusion width and tags them with a modality embedding.
 
-    def __init__(self, config, tower_sizes):
+    `with_sequence=False` (heads that only use the pooled vector) leaves the token projections out,
+    so no parameter goes unused.
+    """
+
+    def __init__(self, config, tower_sizes, with_sequence=True):
         super().__init__()
         self.config = config
         self.hidden_size = config.fusion_hidden_size
         self.modalities = [m for m in MODALITY_ORDER if m in tower_sizes]
-        self.token_projections = nn.ModuleDict(
-            {m: nn.Linear(tower_sizes[m], self.hidden_size) for m in self.modalities}
-        )
-        self.modality_embeddings = nn.ParameterDict(
-            {m: nn.Parameter(torch.zeros(1, 1, self.hidden_size)) for m in self.modalities}
-        )
+        self.with_sequence = with_sequence
+        if with_sequence:
+            self.token_projections = nn.ModuleDict(
+                {m: nn.Linear(tower_sizes[m], self.hidden_size) for m in self.modalities}
+            )
+            self.modality_embeddings = nn.ParameterDict(
+                {m: nn.Parameter(torch.zeros(1, 1, self.hidden_size)) for m in self.modalities}
+            )
 
     def _present(self, tower_outputs):
         present = [m for m in self.modalities if tower_outputs.get(m) is not None]
@@ -46,9 +52,15 @@ class _FusionBase(nn.Module):
             mask = torch.ones(states.shape[:2], dtype=torch.long, device=states.device)
         return states, mask
 
-    def _sequence(self, tower_outputs, present, scales=None):
-        """The projected token sequences of the present modalities, concatenated, and their mask."""
+    def _sequence(self, tower_outputs, present, scales=None, pooled=None):
+        """The projected token sequences of the present modalities, concatenated, and their mask;
+        `pooled` (the fused vector) goes first, as a summary token the decoder can attend to."""
+        if not self.with_sequence:
+            return None, None
         states, masks = [], []
+        if pooled is not None:
+            states.append(pooled.unsqueeze(1))
+            masks.append(torch.ones(pooled.shape[0], 1, dtype=torch.long, device=pooled.device))
         for i, modality in enumerate(present):
             tokens, mask = self._tokens(modality, tower_outputs[modality])
             if scales is not None:
@@ -64,20 +76,20 @@ class ConcatFusion(_FusionBase):
     A missing modality drops its block of columns from W, which is exactly concatenating fewer vectors.
     """
 
-    def __init__(self, config, tower_sizes):
-        super().__init__(config, tower_sizes)
+    def __init__(self, config, tower_sizes, with_sequence=True):
+        super().__init__(config, tower_sizes, with_sequence)
         self.pooled_sizes = [tower_sizes[m] for m in self.modalities]
+        self.offsets = [sum(self.pooled_sizes[:i]) for i in range(len(self.pooled_sizes) + 1)]
         self.proj = nn.Linear(sum(self.pooled_sizes), self.hidden_size)
         self.norm = nn.LayerNorm(self.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, tower_outputs, output_attentions=False):
         present = self._present(tower_outputs)
-        offsets = torch.cumsum(torch.tensor([0, *self.pooled_sizes]), 0).tolist()
-        columns = [slice(offsets[i], offsets[i + 1]) for i, m in enumerate(self.modalities) if m in present]
+        columns = [slice(self.offsets[i], self.offsets[i + 1]) for i, m in enumerate(self.modalities) if m in present]
         weight = torch.cat([self.proj.weight[:, c] for c in columns], dim=1)
         pooled = torch.cat([tower_outputs[m].pooler_output for m in present], dim=-1)
         pooled = self.norm(F.linear(pooled, weight, self.proj.bias))
-        states, mask = self._sequence(tower_outputs, present)
+        states, mask = self._sequence(tower_outputs, present, pooled=pooled)
         return XModalFusionOutput(last_hidden_state=states, pooler_output=pooled, attention_mask=mask,
                                   modalities=tuple(present))
 
@@ -85,8 +97,8 @@ class ConcatFusion(_FusionBase):
 class GatedFusion(_FusionBase):
     """A gating network scores each present modality per sample; the fused vector is the weighted sum."""
 
-    def __init__(self, config, tower_sizes):
-        super().__init__(config, tower_sizes)
+    def __init__(self, config, tower_sizes, with_sequence=True):
+        super().__init__(config, tower_sizes, with_sequence)
         self.pooled_projections = nn.ModuleDict(
             {m: nn.Linear(tower_sizes[m], self.hidden_size) for m in self.modalities}
         )
@@ -101,7 +113,7 @@ class GatedFusion(_FusionBase):
         )
         weights = torch.softmax(self.gate(vectors).squeeze(-1).float(), dim=-1).to(vectors.dtype)
         pooled = self.norm((weights.unsqueeze(-1) * vectors).sum(dim=1))
-        states, mask = self._sequence(tower_outputs, present, scales=weights)
+        states, mask = self._sequence(tower_outputs, present, scales=weights, pooled=pooled)
         return XModalFusionOutput(last_hidden_state=states, pooler_output=pooled, attention_mask=mask,
                                   modality_weights=weights, modalities=tuple(present))
 
@@ -113,8 +125,8 @@ class CrossAttentionFusion(_FusionBase):
 
     QUERY_ORDER = ("text", "audio", "image")
 
-    def __init__(self, config, tower_sizes):
-        super().__init__(config, tower_sizes)
+    def __init__(self, config, tower_sizes, with_sequence=True):
+        super().__init__(config, tower_sizes, with_sequence=True)  # its layers always work on tokens
         self.fuse_token = nn.Parameter(torch.zeros(1, 1, self.hidden_size))
         self.encoder = XModalTransformer(
             config, self.hidden_size, config.fusion_num_layers, config.fusion_num_attention_heads,
@@ -145,5 +157,5 @@ class CrossAttentionFusion(_FusionBase):
 FUSION_LAYERS = {"concat": ConcatFusion, "gated": GatedFusion, "cross_attention": CrossAttentionFusion}
 
 
-def build_fusion(config, tower_sizes):
-    return FUSION_LAYERS[config.fusion_type](config, tower_sizes)
+def build_fusion(config, tower_sizes, with_sequence=True):
+    return FUSION_LAYERS[config.fusion_type](config, tower_sizes, with_sequence)

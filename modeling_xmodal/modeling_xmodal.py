@@ -103,7 +103,7 @@ class XModalPreTrainedModel(PreTrainedModel):
             init.normal_(module.class_embedding, std=std)
             init.normal_(module.embed_positions, std=std)
         elif isinstance(module, _FusionBase):
-            for parameter in module.modality_embeddings.values():
+            for parameter in getattr(module, "modality_embeddings", {}).values():
                 init.normal_(parameter, std=std)
             if isinstance(module, CrossAttentionFusion):
                 init.normal_(module.fuse_token, std=std)
@@ -233,10 +233,13 @@ class XModalModel(XModalPreTrainedModel):
 class _XModalHeadModel(XModalPreTrainedModel):
     """Shared parts of the heads: the base model (`self.xmodal`) and a fusion module."""
 
+    # Heads that decode attend to the fused token sequence; the others use only the pooled vector.
+    fuses_sequence = False
+
     def __init__(self, config):
         super().__init__(config)
         self.xmodal = XModalModel(config)
-        self.fusion = build_fusion(config, self.xmodal.tower_sizes)
+        self.fusion = build_fusion(config, self.xmodal.tower_sizes, with_sequence=self.fuses_sequence)
 
     def get_input_embeddings(self):
         return self.xmodal.get_input_embeddings()
@@ -374,6 +377,7 @@ class _XModalDecoderHead(_XModalHeadModel):
     """Adds the text decoder and LM head (tied to the decoder's embeddings) to the base and fusion."""
 
     _tied_weights_keys = {"lm_head.weight": "decoder.embed_tokens.weight"}
+    fuses_sequence = True
 
     def __init__(self, config):
         if config.decoder_config is None:

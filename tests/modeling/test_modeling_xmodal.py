@@ -1,0 +1,378 @@
+"""Common checks applied to every model class, as transformers' ModelTesterMixin does."""
+
+import itertools
+
+import pytest
+import torch
+from transformers import (
+    AutoModel,
+    AutoModelForNextSentencePrediction,
+    AutoModelForPreTraining,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoModelForSpeechSeq2Seq,
+)
+
+from xmodal import (
+    XModalForConditionalGeneration,
+    XModalForMatching,
+    XModalForPreTraining,
+    XModalForSequenceClassification,
+    XModalModel,
+)
+
+from .tiny import VOCAB, caption_labels, tiny_config, tiny_inputs
+
+ALL = ("text", "image", "audio")
+NOT_TRAINED_BY_HEAD = ("xmodal.text_projection", "xmodal.visual_projection", "xmodal.audio_projection",
+                       "xmodal.logit_scale")
+
+
+def subsets(min_size):
+    return [s for n in range(min_size, 4) for s in itertools.combinations(ALL, n)]
+
+
+class XModalModelTesterMixin:
+    model_class = None
+    auto_class = None
+    min_modalities = 1
+    not_trained = ()
+    fusion_type = "cross_attention"
+
+    def config(self, **overrides):
+        return tiny_config(fusion_type=self.fusion_type, **overrides)
+
+    def loss_kwargs(self, batch_size):
+        return {}
+
+    def check_shapes(self, output, modalities, batch_size):
+        raise NotImplementedError
+
+    def per_sample(self, output):
+        """A tensor whose i-th row depends on sample i only (for the batch-size test)."""
+        raise NotImplementedError
+
+    def row_kwargs(self, batch_size):
+        """Arguments a forward always needs besides the inputs (decoder targets for the generation heads)."""
+        return {}
+
+    def model(self, seed=0, **overrides):
+        torch.manual_seed(seed)
+        return self.model_class(self.config(**overrides))
+
+    def run(self, model, modalities=ALL, batch_size=3, seed=0, with_loss=True, padded=True):
+        inputs = tiny_inputs(modalities, batch_size, seed=seed, padded=padded)
+        if with_loss:
+            inputs.update(self.loss_kwargs(batch_size))
+        torch.manual_seed(1234)  # matching draws hard negatives at random
+        return model(**inputs)
+
+    # --- the common checks -------------------------------------------------------------------
+    def test_forward_shapes_for_each_subset_of_modalities(self):
+        model = self.model().eval()
+        for modalities in subsets(self.min_modalities):
+            with torch.no_grad():
+                output = self.run(model, modalities, with_loss=False)
+            self.check_shapes(output, modalities, 3)
+
+    def test_output_is_a_model_output_with_loss_first(self):
+        model = self.model()
+        output = self.run(model)
+        assert list(type(output).__dataclass_fields__)[0] == "loss"
+        assert output.loss is not None and torch.isfinite(output.loss)
+
+    def test_loss_backward_reaches_every_parameter_that_should_learn(self):
+        model = self.model()
+        self.run(model).loss.backward()
+        missing = [
+            name for name, p in model.named_parameters()
+            if p.requires_grad and not name.startswith(self.not_trained)
+            and (p.grad is None or float(p.grad.abs().sum()) == 0.0)
+        ]
+        assert not missing, f"no gradient reached {missing}"
+
+    def test_save_and_load_bit_for_bit(self, tmp_path):
+        model = self.model().eval()
+        model.save_pretrained(tmp_path)
+        assert (tmp_path / "model.safetensors").exists()
+        reloaded = self.model_class.from_pretrained(tmp_path).eval()
+        original_state, reloaded_state = model.state_dict(), reloaded.state_dict()
+        assert original_state.keys() == reloaded_state.keys()
+        for key in original_state:
+            assert torch.equal(original_state[key], reloaded_state[key]), key
+        with torch.no_grad():
+            assert torch.equal(self.run(model).loss, self.run(reloaded).loss)
+
+    def test_auto_class_resolves_the_saved_checkpoint(self, tmp_path):
+        self.model().save_pretrained(tmp_path)
+        loaded = self.auto_class.from_pretrained(tmp_path)
+        assert type(loaded) is self.model_class
+
+    def test_sdpa_and_eager_agree(self, tmp_path):
+        model = self.model().eval()
+        assert model.config._attn_implementation == "sdpa"
+        model.save_pretrained(tmp_path)
+        eager = self.model_class.from_pretrained(tmp_path, attn_implementation="eager").eval()
+        assert eager.config.text_config._attn_implementation == "eager"
+        with torch.no_grad():
+            a, b = self.per_sample(self.run(model)), self.per_sample(self.run(eager))
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+    def test_gradient_checkpointing_gives_the_same_gradients(self):
+        plain, checkpointed = self.model(seed=3), self.model(seed=3)
+        checkpointed.activation_checkpointing_enable()
+        assert checkpointed.is_activation_checkpointing
+        assert any(getattr(m, "gradient_checkpointing", False) for m in checkpointed.modules())
+        for model in (plain, checkpointed):
+            model.train()
+            self.run(model).loss.backward()
+        for (name, p), (_, q) in zip(plain.named_parameters(), checkpointed.named_parameters()):
+            if p.grad is not None:
+                torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-5, msg=name)
+
+    def test_batch_sizes_one_and_seven_agree_row_by_row(self):
+        model = self.model().eval()
+        with torch.no_grad():
+            seven = self.per_sample(self.run(model, batch_size=7, with_loss=False, padded=False))
+            one = self.per_sample(self.run(model, batch_size=1, with_loss=False, padded=False))
+        assert seven.shape[0] == 7 and one.shape[0] == 1
+        # tiny_inputs draws row 0 first for the same seed only for the first modality; compare by recomputing row 0.
+        first_row = {k: v[:1] for k, v in tiny_inputs(ALL, 7, padded=False).items()}
+        first_row.update(self.row_kwargs(1))
+        with torch.no_grad():
+            alone = self.per_sample(model(**first_row))
+        torch.testing.assert_close(alone, seven[:1], atol=1e-5, rtol=1e-5)
+
+    def test_determinism_under_a_seed(self):
+        first, second = self.model(seed=7), self.model(seed=7)
+        for p, q in zip(first.parameters(), second.parameters()):
+            assert torch.equal(p, q)
+        assert torch.equal(self.run(first).loss, self.run(second).loss)
+
+
+class TestXModalModel(XModalModelTesterMixin):
+    model_class = XModalModel
+    auto_class = AutoModel
+    min_modalities = 1
+
+    def loss_kwargs(self, batch_size):
+        return {"return_loss": True}
+
+    def check_shapes(self, output, modalities, batch_size):
+        for modality, name in (("text", "text_embeds"), ("image", "image_embeds"), ("audio", "audio_embeds")):
+            embeds = getattr(output, name)
+            if modality in modalities:
+                assert embeds.shape == (batch_size, 16)
+                torch.testing.assert_close(embeds.norm(dim=-1), torch.ones(batch_size))
+            else:
+                assert embeds is None
+        pairs = {("image", "text"): "logits_per_image", ("audio", "text"): "logits_audio_text",
+                 ("image", "audio"): "logits_image_audio"}
+        for (a, b), name in pairs.items():
+            logits = getattr(output, name)
+            assert (logits is not None) == (a in modalities and b in modalities)
+            if logits is not None:
+                assert logits.shape == (batch_size, batch_size)
+        if "text" in modalities and "image" in modalities:
+            assert torch.equal(output.logits_per_text, output.logits_per_image.t())
+
+    def per_sample(self, output):
+        return torch.cat([output.text_embeds, output.image_embeds, output.audio_embeds], dim=-1)
+
+    def test_sigmoid_loss_has_a_learnable_bias(self):
+        model = self.model(contrastive_loss="sigmoid")
+        output = self.run(model)
+        output.loss.backward()
+        assert model.logit_bias.grad is not None
+        assert float(model.logit_bias.detach()) == pytest.approx(-10.0)
+
+    def test_get_features_match_the_forward_embeddings(self):
+        model = self.model().eval()
+        inputs = tiny_inputs()
+        with torch.no_grad():
+            output = model(**inputs)
+            text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output
+            image = model.get_image_features(inputs["pixel_values"]).pooler_output
+            audio = model.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"]).pooler_output
+        for features, embeds in ((text, output.text_embeds), (image, output.image_embeds),
+                                 (audio, output.audio_embeds)):
+            torch.testing.assert_close(torch.nn.functional.normalize(features, dim=-1), embeds)
+
+    def test_padding_does_not_change_a_sample(self):
+        model = self.model().eval()
+        inputs = tiny_inputs(("text", "audio"), batch_size=2, padded=False)
+        padded_text = torch.cat([inputs["input_ids"], torch.zeros(2, 4, dtype=torch.long)], dim=1)
+        padded_mask = torch.cat([inputs["attention_mask"], torch.zeros(2, 4, dtype=torch.long)], dim=1)
+        padded_audio = torch.cat([inputs["input_features"], torch.randn(2, 16, 12)], dim=2)
+        padded_audio_mask = torch.cat([inputs["feature_attention_mask"], torch.zeros(2, 12, dtype=torch.long)], dim=1)
+        with torch.no_grad():
+            plain = model(**inputs)
+            padded = model(input_ids=padded_text, attention_mask=padded_mask, input_features=padded_audio,
+                           feature_attention_mask=padded_audio_mask)
+        torch.testing.assert_close(plain.text_embeds, padded.text_embeds, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(plain.audio_embeds, padded.audio_embeds, atol=1e-5, rtol=1e-5)
+
+
+class TestXModalForMatching(XModalModelTesterMixin):
+    model_class = XModalForMatching
+    auto_class = AutoModelForNextSentencePrediction
+    min_modalities = 2
+    not_trained = NOT_TRAINED_BY_HEAD
+
+    def loss_kwargs(self, batch_size):
+        return {"return_loss": True}
+
+    def check_shapes(self, output, modalities, batch_size):
+        assert output.logits.shape == (batch_size, 2)
+        assert output.pair_modalities == tuple(m for m in ALL if m in modalities)
+
+    def per_sample(self, output):
+        return output.logits
+
+    def test_hard_negative_batch_has_one_positive_and_two_negatives_per_pair(self):
+        output = self.run(self.model(), ("text", "image"), batch_size=4)
+        assert output.logits.shape == (12, 2)
+        assert output.labels.tolist() == [1] * 4 + [0] * 8
+
+    def test_explicit_labels(self):
+        model = self.model()
+        inputs = tiny_inputs(("text", "image"))
+        output = model(**inputs, labels=torch.tensor([1, 0, 1]))
+        assert output.logits.shape == (3, 2) and torch.isfinite(output.loss)
+
+
+class TestXModalForSequenceClassification(XModalModelTesterMixin):
+    model_class = XModalForSequenceClassification
+    auto_class = AutoModelForSequenceClassification
+    not_trained = NOT_TRAINED_BY_HEAD
+
+    def config(self, **overrides):
+        return tiny_config(fusion_type=self.fusion_type, num_labels=4, **overrides)
+
+    def loss_kwargs(self, batch_size):
+        return {"labels": torch.arange(batch_size) % 4}
+
+    def check_shapes(self, output, modalities, batch_size):
+        assert output.logits.shape == (batch_size, 4)
+        assert output.pooled_output.shape == (batch_size, 32)
+
+    def per_sample(self, output):
+        return output.logits
+
+    def test_multi_label(self):
+        model = self.model(problem_type="multi_label_classification")
+        labels = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 1], [1, 1, 1, 1]], dtype=torch.float)
+        output = model(**tiny_inputs(), labels=labels)
+        assert torch.isfinite(output.loss)
+        expected = torch.nn.functional.binary_cross_entropy_with_logits(output.logits, labels)
+        torch.testing.assert_close(output.loss, expected)
+
+
+class TestXModalForConditionalGeneration(XModalModelTesterMixin):
+    model_class = XModalForConditionalGeneration
+    auto_class = AutoModelForSeq2SeqLM
+    not_trained = NOT_TRAINED_BY_HEAD
+
+    def loss_kwargs(self, batch_size):
+        return {"labels": caption_labels(batch_size)}
+
+    def row_kwargs(self, batch_size):
+        return self.loss_kwargs(batch_size)  # the decoder always needs targets in a forward
+
+    def run(self, model, modalities=ALL, batch_size=3, seed=0, with_loss=True, padded=True):
+        inputs = tiny_inputs(modalities, batch_size, seed=seed, padded=padded)
+        inputs.update(self.loss_kwargs(batch_size))
+        return model(**inputs)
+
+    def check_shapes(self, output, modalities, batch_size):
+        assert output.logits.shape == (batch_size, 7, VOCAB)
+        assert output.encoder_last_hidden_state.shape[0] == batch_size
+
+    def per_sample(self, output):
+        return output.logits.flatten(1)
+
+    def test_speech_seq2seq_auto_class(self, tmp_path):
+        self.model().save_pretrained(tmp_path)
+        assert type(AutoModelForSpeechSeq2Seq.from_pretrained(tmp_path)) is XModalForConditionalGeneration
+
+    def test_lm_head_is_tied_to_the_decoder_embeddings(self):
+        model = self.model()
+        assert model.lm_head.weight.data_ptr() == model.decoder.embed_tokens.weight.data_ptr()
+
+    @pytest.mark.parametrize("modalities", [("image",), ("audio",), ("text", "image")])
+    def test_greedy_generate_equals_a_hand_written_argmax_loop(self, modalities):
+        model = self.model().eval()
+        inputs = tiny_inputs(modalities, batch_size=2)
+        with torch.no_grad():
+            generated = model.generate(**inputs, max_new_tokens=6, do_sample=False, num_beams=1,
+                                       eos_token_id=None, pad_token_id=0)
+            tokens = torch.full((2, 1), model.config.decoder_config.decoder_start_token_id)
+            for _ in range(6):
+                logits = model(**inputs, decoder_input_ids=tokens, use_cache=False).logits
+                tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        assert torch.equal(generated, tokens)
+
+    def test_kv_cache_and_beam_search(self):
+        model = self.model().eval()
+        inputs = tiny_inputs(("audio",), batch_size=2)
+        with torch.no_grad():
+            cached = model.generate(**inputs, max_new_tokens=8, do_sample=False, use_cache=True, eos_token_id=None)
+            uncached = model.generate(**inputs, max_new_tokens=8, do_sample=False, use_cache=False, eos_token_id=None)
+            beams = model.generate(**inputs, max_new_tokens=8, num_beams=3, do_sample=False)
+        assert torch.equal(cached, uncached)
+        assert beams.shape[0] == 2 and beams.shape[1] <= 9
+
+    def test_generate_accepts_a_single_positional_modality(self):
+        model = self.model().eval()
+        inputs = tiny_inputs(("audio",), batch_size=2)
+        with torch.no_grad():
+            by_name = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+            by_rank = model.generate(inputs["input_features"], attention_mask=inputs["feature_attention_mask"],
+                                     max_new_tokens=4, do_sample=False)
+        assert torch.equal(by_name, by_rank)
+
+
+class TestXModalForPreTraining(XModalModelTesterMixin):
+    model_class = XModalForPreTraining
+    auto_class = AutoModelForPreTraining
+    min_modalities = 2
+
+    def loss_kwargs(self, batch_size):
+        return {"labels": caption_labels(batch_size)}
+
+    def row_kwargs(self, batch_size):
+        return self.loss_kwargs(batch_size)
+
+    def run(self, model, modalities=ALL, batch_size=3, seed=0, with_loss=True, padded=True):
+        inputs = tiny_inputs(modalities, batch_size, seed=seed, padded=padded)
+        inputs.update(self.loss_kwargs(batch_size))
+        torch.manual_seed(1234)
+        return model(**inputs)
+
+    def check_shapes(self, output, modalities, batch_size):
+        assert output.contrastive_loss is not None and output.matching_loss is not None
+        assert (output.caption_loss is not None) == ("image" in modalities)
+        assert (output.transcription_loss is not None) == ("audio" in modalities)
+        if output.caption_logits is not None:
+            assert output.caption_logits.shape == (batch_size, 7, VOCAB)
+
+    def per_sample(self, output):
+        return torch.cat([output.caption_logits.flatten(1), output.transcription_logits.flatten(1)], dim=1)
+
+    def test_total_is_the_weighted_sum_of_the_named_parts(self):
+        weights = {"contrastive": 0.5, "matching": 2.0, "caption": 1.5, "transcription": 0.25}
+        output = self.run(self.model(loss_weights=weights))
+        expected = sum(weights[k] * getattr(output, f"{k}_loss") for k in weights)
+        torch.testing.assert_close(output.loss, expected)
+
+
+class TestGatedFusionModels(TestXModalForSequenceClassification):
+    fusion_type = "gated"
+
+
+class TestConcatFusionModels(TestXModalForMatching):
+    fusion_type = "concat"
+
+
+class TestConcatFusionGeneration(TestXModalForConditionalGeneration):
+    fusion_type = "concat"
