@@ -189,6 +189,20 @@ TOWER_CONFIG_CLASSES = {
 }
 _OWN_MODEL_TYPES = {cls.model_type: cls for cls in TOWER_CONFIG_CLASSES.values()}
 
+
+
+def is_own_config(config, config_class=None):
+    """Whether `config` is one of xmodal's tower/decoder configs (of `config_class`, if given).
+
+    Compared by `model_type`, not class: code loaded with `trust_remote_code` may load the config
+    module twice, and the two copies' classes are different objects.
+    """
+    model_type = getattr(config, "model_type", None)
+    if config_class is not None:
+        return model_type == config_class.model_type
+    return model_type in _OWN_MODEL_TYPES
+
+
 FUSION_TYPES = ("concat", "gated", "cross_attention")
 CONTRASTIVE_LOSSES = ("clip", "sigmoid")
 DEFAULT_LOSS_WEIGHTS = {"contrastive": 1.0, "matching": 1.0, "caption": 1.0, "transcription": 1.0}
@@ -294,7 +308,7 @@ class XModalConfig(PreTrainedConfig):
         if self.decoder_config is not None and self.text_config is not None:
             text_vocab = getattr(self.text_config, "vocab_size", None)
             if text_vocab is not None and self.decoder_config.vocab_size < text_vocab and (
-                isinstance(self.text_config, XModalTextConfig)
+                is_own_config(self.text_config)
             ):
                 raise ValueError(
                     f"XModalConfig.decoder_config.vocab_size={self.decoder_config.vocab_size} is smaller than "

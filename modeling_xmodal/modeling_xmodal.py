@@ -6,7 +6,7 @@ from torch.nn import functional as F
 from transformers import AutoModel, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 
-from .configuration_xmodal import TOWER_CONFIG_CLASSES, XModalConfig
+from .configuration_xmodal import TOWER_CONFIG_CLASSES, XModalConfig, is_own_config
 from .fusion import CrossAttentionFusion, _FusionBase, build_fusion
 from .layers import XModalDecoder
 from .losses import CONTRASTIVE_LOSSES, matching_loss, sample_hard_negatives, token_loss, weighted_total
@@ -34,7 +34,7 @@ PAIR_LOGITS = {
 
 
 def collect_inputs(config, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
-                   feature_attention_mask=None):
+                   feature_attention_mask=None, token_type_ids=None):
     """Checks which modalities a call has and that they agree on the batch size; returns {modality: inputs}."""
     given = {"text": input_ids, "image": pixel_values, "audio": input_features}
     present = {m: v for m, v in given.items() if v is not None}
@@ -54,7 +54,7 @@ def collect_inputs(config, input_ids=None, attention_mask=None, pixel_values=Non
         raise ValueError(f"All modalities must have the same batch size; got {sizes}.")
     inputs = {}
     if input_ids is not None:
-        inputs["text"] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        inputs["text"] = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
     if pixel_values is not None:
         inputs["image"] = {"pixel_values": pixel_values}
     if input_features is not None:
@@ -87,7 +87,7 @@ class XModalPreTrainedModel(PreTrainedModel):
         # tower and decoder configs follow it (wrapped `transformers` towers resolve their own).
         for key in TOWER_CONFIG_CLASSES:
             sub_config = getattr(config, key)
-            if isinstance(sub_config, tuple(TOWER_CONFIG_CLASSES.values())):
+            if is_own_config(sub_config):
                 sub_config._attn_implementation_internal = config._attn_implementation
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -111,6 +111,32 @@ class XModalPreTrainedModel(PreTrainedModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
             if module.logit_bias is not None:
                 init.constant_(module.logit_bias, self.config.logit_bias_init_value)
+
+
+    @classmethod
+    def from_towers_pretrained(cls, text=None, vision=None, audio=None, **config_kwargs):
+        """Composes a model from saved `transformers` models (local folders or hub ids) and/or tower configs.
+
+        Each of `text`, `vision`, `audio` is a path (its pretrained weights are loaded), a config (a tower
+        trained from scratch), or None (the modality is absent). The projections, fusion and heads start fresh.
+        """
+        towers, configs = {}, {}
+        for modality, source in (("text", text), ("image", vision), ("audio", audio)):
+            if source is None or isinstance(source, (dict, PreTrainedConfig)):
+                configs[CONFIG_KEYS[modality]] = source
+                continue
+            pretrained = AutoModel.from_pretrained(source)
+            towers[modality] = pretrained
+            configs[CONFIG_KEYS[modality]] = pretrained.config
+        if all(value is None for value in configs.values()):
+            raise ValueError("from_towers_pretrained needs at least one of text=, vision=, audio=.")
+        config = XModalConfig(**configs, **config_kwargs)
+        model = cls(config)
+        base = getattr(model, model.base_model_prefix, model)
+        for modality, pretrained in towers.items():
+            tower = XModalPretrainedTower(pretrained.config, modality, model=pretrained)
+            setattr(base, TOWERS[modality], tower)
+        return model
 
 
 class XModalModel(XModalPreTrainedModel):
@@ -182,10 +208,10 @@ class XModalModel(XModalPreTrainedModel):
         return torch.stack(losses).mean()
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
-                feature_attention_mask=None, return_loss=None, output_attentions=None,
+                feature_attention_mask=None, token_type_ids=None, return_loss=None, output_attentions=None,
                 output_hidden_states=None) -> XModalOutput:
         inputs = collect_inputs(self.config, input_ids, attention_mask, pixel_values, input_features,
-                                feature_attention_mask)
+                                feature_attention_mask, token_type_ids)
         towers = self.encode_towers(inputs, bool(output_attentions), bool(output_hidden_states))
         embeds = {m: self.project(m, out) for m, out in towers.items()}
         logits = {}
@@ -204,31 +230,6 @@ class XModalModel(XModalPreTrainedModel):
             audio_model_output=towers.get("audio"),
         )
 
-    @classmethod
-    def from_towers_pretrained(cls, text=None, vision=None, audio=None, **config_kwargs):
-        """Composes a model from saved `transformers` models (local folders or hub ids) and/or tower configs.
-
-        Each of `text`, `vision`, `audio` is a path (its pretrained weights are loaded), a config (a tower
-        trained from scratch), or None (the modality is absent). The projections, fusion and heads start fresh.
-        """
-        towers, configs = {}, {}
-        for modality, source in (("text", text), ("image", vision), ("audio", audio)):
-            if source is None or isinstance(source, (dict, PreTrainedConfig)):
-                configs[CONFIG_KEYS[modality]] = source
-                continue
-            pretrained = AutoModel.from_pretrained(source)
-            towers[modality] = pretrained
-            configs[CONFIG_KEYS[modality]] = pretrained.config
-        if all(value is None for value in configs.values()):
-            raise ValueError("from_towers_pretrained needs at least one of text=, vision=, audio=.")
-        config = XModalConfig(**configs, **config_kwargs)
-        model = cls(config)
-        base = getattr(model, model.base_model_prefix, model)
-        for modality, pretrained in towers.items():
-            tower = XModalPretrainedTower(pretrained.config, modality, model=pretrained)
-            setattr(base, TOWERS[modality], tower)
-        return model
-
 
 class _XModalHeadModel(XModalPreTrainedModel):
     """Shared parts of the heads: the base model (`self.xmodal`) and a fusion module."""
@@ -245,9 +246,9 @@ class _XModalHeadModel(XModalPreTrainedModel):
         return self.xmodal.get_input_embeddings()
 
     def _towers(self, input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
-                output_attentions=False, output_hidden_states=False):
+                token_type_ids=None, output_attentions=False, output_hidden_states=False):
         inputs = collect_inputs(self.config, input_ids, attention_mask, pixel_values, input_features,
-                                feature_attention_mask)
+                                feature_attention_mask, token_type_ids)
         return self.xmodal.encode_towers(inputs, bool(output_attentions), bool(output_hidden_states))
 
 
@@ -297,10 +298,10 @@ class XModalForMatching(_XModalHeadModel):
         self.post_init()
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
-                feature_attention_mask=None, labels=None, return_loss=None, output_attentions=None,
-                output_hidden_states=None) -> XModalMatchingOutput:
+                feature_attention_mask=None, token_type_ids=None, labels=None, return_loss=None,
+                output_attentions=None, output_hidden_states=None) -> XModalMatchingOutput:
         towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
-                              output_hidden_states=output_hidden_states)
+                              token_type_ids, output_hidden_states=output_hidden_states)
         if len(towers) < 2:
             raise ValueError(f"Matching needs two modalities in a batch; got only {list(towers)}.")
         if labels is None and return_loss:
@@ -330,10 +331,10 @@ class XModalForSequenceClassification(_XModalHeadModel):
         self.post_init()
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
-                feature_attention_mask=None, labels=None, output_attentions=None,
+                feature_attention_mask=None, token_type_ids=None, labels=None, output_attentions=None,
                 output_hidden_states=None) -> XModalSequenceClassifierOutput:
         towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
-                              output_hidden_states=output_hidden_states)
+                              token_type_ids, output_hidden_states=output_hidden_states)
         fusion_output = self.fusion(towers, output_attentions=bool(output_attentions))
         pooled = fusion_output.pooler_output
         logits = self.classifier(self.dropout(pooled))
@@ -346,7 +347,7 @@ class XModalForSequenceClassification(_XModalHeadModel):
         if problem is None:
             if self.num_labels == 1:
                 problem = "regression"
-            elif labels.dtype in (torch.long, torch.int, torch.int32) and labels.dim() == 1:
+            elif labels.dtype in (torch.long, torch.int):
                 problem = "single_label_classification"
             else:
                 problem = "multi_label_classification"
@@ -435,11 +436,12 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
         return self.fusion
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
-                feature_attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
-                encoder_outputs=None, cache=None, labels=None, use_cache=None, output_attentions=None,
-                output_hidden_states=None, **kwargs) -> XModalSeq2SeqLMOutput:
+                feature_attention_mask=None, token_type_ids=None, decoder_input_ids=None,
+                decoder_attention_mask=None, encoder_outputs=None, cache=None, labels=None, use_cache=None,
+                output_attentions=None, output_hidden_states=None, **kwargs) -> XModalSeq2SeqLMOutput:
         if encoder_outputs is None:
-            towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask)
+            towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
+                                  token_type_ids)
             encoder_outputs = self.encode(towers, output_attentions=bool(output_attentions))
         loss, logits, hidden, self_attentions, cross_attentions = self.decode(
             encoder_outputs, labels, decoder_input_ids, decoder_attention_mask, cache=cache if use_cache is not False
@@ -453,7 +455,7 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
 
     @torch.no_grad()
     def generate(self, inputs=None, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
-                 feature_attention_mask=None, encoder_outputs=None, **kwargs):
+                 feature_attention_mask=None, token_type_ids=None, encoder_outputs=None, **kwargs):
         """Greedy or beam search (any `GenerationMixin` option) from the modalities given.
 
         The encoder runs once here and its states go to `GenerationMixin.generate` as `encoder_outputs`.
@@ -473,7 +475,8 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
                 raise ValueError(f"`inputs` should be token ids (2-D), log-mel features (3-D) or pixels (4-D); "
                                  f"got shape {tuple(inputs.shape)}.")
         if encoder_outputs is None:
-            towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask)
+            towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
+                                  token_type_ids)
             encoder_outputs = self.encode(towers)
         return super().generate(encoder_outputs=encoder_outputs, **kwargs)
 
@@ -493,9 +496,10 @@ class XModalForPreTraining(_XModalDecoderHead):
         self.post_init()
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
-                feature_attention_mask=None, labels=None, output_attentions=None,
+                feature_attention_mask=None, token_type_ids=None, labels=None, output_attentions=None,
                 output_hidden_states=None) -> XModalForPreTrainingOutput:
-        towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask)
+        towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
+                              token_type_ids)
         embeds = {m: self.xmodal.project(m, out) for m, out in towers.items()}
         parts = dict.fromkeys(("contrastive", "matching", "caption", "transcription"))
         matching_logits = caption_logits = transcription_logits = None

@@ -9,7 +9,7 @@ from torch import nn
 from transformers import AutoModel
 from transformers.utils import ModelOutput
 
-from .configuration_xmodal import XModalAudioConfig, XModalTextConfig, XModalVisionConfig
+from .configuration_xmodal import XModalAudioConfig, XModalTextConfig, XModalVisionConfig, is_own_config
 from .layers import XModalTransformer, masked_mean, padding_mask
 from .modeling_outputs import XModalTowerOutput
 
@@ -275,11 +275,14 @@ class XModalPretrainedTower(nn.Module):
         self.model = model
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
-                feature_attention_mask=None, output_attentions=False, output_hidden_states=False):
+                feature_attention_mask=None, token_type_ids=None, output_attentions=False,
+                output_hidden_states=False):
         flags = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
         mask = None
         if self.modality == "text":
             check_text_inputs(self.config, input_ids, attention_mask)
+            if token_type_ids is not None:
+                flags["token_type_ids"] = token_type_ids
             outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, **flags)
             mask = attention_mask
         elif self.modality == "image":
@@ -333,7 +336,7 @@ OWN_TOWER_CONFIGS = {"text": XModalTextConfig, "image": XModalVisionConfig, "aud
 
 def build_tower(config, modality):
     """The tower for one modality: a built-in one chosen by `encoder_type`, or a wrapped `transformers` model."""
-    if isinstance(config, OWN_TOWER_CONFIGS[modality]):
+    if is_own_config(config, OWN_TOWER_CONFIGS[modality]):
         return TOWER_CLASSES[modality][config.encoder_type](config)
     return XModalPretrainedTower(config, modality)
 
@@ -350,6 +353,8 @@ def call_tower(tower, modality, inputs, output_attentions=False, output_hidden_s
     """Runs a tower on the inputs of its modality (a dict with the ecosystem's argument names)."""
     flags = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
     if modality == "text":
+        if isinstance(tower, XModalPretrainedTower) and inputs.get("token_type_ids") is not None:
+            flags["token_type_ids"] = inputs["token_type_ids"]
         return tower(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), **flags)
     if modality == "image":
         return tower(pixel_values=inputs["pixel_values"], **flags)

@@ -1,0 +1,102 @@
+"""Fusion leaves absent modalities out; losses compute what they say."""
+
+import torch
+from torch.nn import functional as F
+
+from xmodal import XModalForConditionalGeneration, XModalForSequenceClassification
+from xmodal.losses import clip_loss, sample_hard_negatives, sigmoid_loss
+
+from .tiny import tiny_config, tiny_inputs
+
+
+def _towers(model, modalities, batch_size=3):
+    inputs = tiny_inputs(modalities, batch_size)
+    return model._towers(inputs.get("input_ids"), inputs.get("attention_mask"), inputs.get("pixel_values"),
+                         inputs.get("input_features"), inputs.get("feature_attention_mask"))
+
+
+def test_concat_fusion_is_a_projection_of_the_concatenated_pooled_vectors():
+    torch.manual_seed(0)
+    model = XModalForSequenceClassification(tiny_config(fusion_type="concat")).eval()
+    towers = _towers(model, ("text", "audio"))
+    with torch.no_grad():
+        fused = model.fusion(towers).pooler_output
+        weight = model.fusion.proj.weight
+        text_cols, audio_cols = weight[:, :32], weight[:, 64:96]  # tower widths are 32: text, image, audio
+        manual = towers["text"].pooler_output @ text_cols.t() + towers["audio"].pooler_output @ audio_cols.t()
+        manual = model.fusion.norm(manual + model.fusion.proj.bias)
+    torch.testing.assert_close(fused, manual)
+
+
+def test_gated_fusion_weights_cover_only_the_modalities_present():
+    torch.manual_seed(0)
+    model = XModalForSequenceClassification(tiny_config(fusion_type="gated")).eval()
+    for modalities in (("text", "image"), ("image", "audio"), ("text", "image", "audio"), ("audio",)):
+        with torch.no_grad():
+            output = model.fusion(_towers(model, modalities))
+        assert output.modality_weights.shape == (3, len(modalities))
+        torch.testing.assert_close(output.modality_weights.sum(-1), torch.ones(3))
+        assert output.modalities == tuple(m for m in ("text", "image", "audio") if m in modalities)
+
+
+def test_cross_attention_fusion_returns_text_to_image_attention_maps():
+    torch.manual_seed(0)
+    model = XModalForConditionalGeneration(tiny_config()).eval()
+    towers = _towers(model, ("text", "image"))
+    with torch.no_grad():
+        output = model.fusion(towers, output_attentions=True)
+    assert output.modalities == ("text", "image")
+    assert len(output.cross_attentions) == 2
+    # [FUSE] + 9 text tokens attend over 1 + 16 image tokens (class token and 4x4 patches), per head.
+    assert output.cross_attentions[0].shape == (3, 2, 10, 17)
+    torch.testing.assert_close(output.cross_attentions[0].sum(-1), torch.ones(3, 2, 10))
+    with torch.no_grad():
+        alone = model.fusion({"image": towers["image"]}, output_attentions=True)
+    assert alone.modalities == ("image",) and not alone.cross_attentions
+
+
+def test_clip_loss_matches_a_direct_computation():
+    torch.manual_seed(0)
+    a, b = F.normalize(torch.randn(5, 8), dim=-1), F.normalize(torch.randn(5, 8), dim=-1)
+    scale = torch.tensor(2.0)
+    logits = scale.exp() * a @ b.t()
+    expected = (F.cross_entropy(logits, torch.arange(5)) + F.cross_entropy(logits.t(), torch.arange(5))) / 2
+    torch.testing.assert_close(clip_loss(a, b, scale), expected)
+    assert clip_loss(a, a, torch.tensor(4.6)) < clip_loss(a, b, torch.tensor(4.6))
+
+
+def test_sigmoid_loss_matches_a_direct_computation():
+    torch.manual_seed(0)
+    a, b = F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1)
+    scale, bias = torch.tensor(1.0), torch.tensor(-2.0)
+    logits = scale.exp() * a @ b.t() + bias
+    signs = 2 * torch.eye(4) - 1
+    expected = -F.logsigmoid(signs * logits).sum() / 4
+    torch.testing.assert_close(sigmoid_loss(a, b, scale, bias), expected)
+
+
+def test_hard_negatives_are_never_the_positive_and_follow_the_similarity():
+    similarity = torch.tensor([[9.0, 8.0, -9.0], [0.0, 9.0, 8.0], [8.0, -9.0, 9.0]])
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_hard_negatives(similarity, generator) for _ in range(200)])
+    assert not (draws == torch.arange(3)).any()
+    # The most similar wrong column is drawn almost always.
+    assert (draws == torch.tensor([1, 2, 0])).float().mean() > 0.95
+    assert sample_hard_negatives(torch.zeros(1, 1)) is None
+
+
+def test_training_steps_lower_the_contrastive_loss():
+    from xmodal import XModalModel
+
+    torch.manual_seed(0)
+    model = XModalModel(tiny_config(("text", "image"), decoder=False))
+    inputs = tiny_inputs(("text", "image"), batch_size=8, padded=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = model(**inputs, return_loss=True).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.2 * losses[0]
