@@ -45,12 +45,8 @@ class XModalModelTesterMixin:
     def loss_kwargs(self, batch_size):
         return {}
 
-    def check_shapes(self, output, modalities, batch_size):
-        raise NotImplementedError
-
-    def per_sample(self, output):
-        """A tensor whose i-th row depends on sample i only (for the batch-size test)."""
-        raise NotImplementedError
+    # Each test class defines `check_shapes(output, modalities, batch_size)` and `per_sample(output)`:
+    # a tensor whose i-th row depends on sample i only (for the batch-size and SDPA/eager checks).
 
     def row_kwargs(self, batch_size):
         """Arguments a forward always needs besides the inputs (decoder targets for the generation heads)."""
