@@ -5,6 +5,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import AutoModel, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
+from transformers.utils import logging
 
 from .configuration_xmodal import TOWER_CONFIG_CLASSES, XModalConfig, is_own_config
 from .fusion import CrossAttentionFusion, _FusionBase, build_fusion
@@ -20,6 +21,8 @@ from .modeling_outputs import (
     XModalTowerOutput,
 )
 from .towers import XModalPretrainedTower, XModalVisionTransformer, build_tower, call_tower, tower_output_size
+
+logger = logging.get_logger(__name__)
 
 TOWERS = {"text": "text_model", "image": "vision_model", "audio": "audio_model"}
 PROJECTIONS = {"text": "text_projection", "image": "visual_projection", "audio": "audio_projection"}
@@ -428,8 +431,13 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
     """Encoder-decoder: a Transformer decoder writes text (captions, transcripts) while cross-attending
     to the fused states of the modalities given (images, speech, text)."""
 
+    # `generate(inputs)` takes any one modality (told apart by rank), so pipelines pass `inputs=`.
+    main_input_name = "inputs"
+
     def __init__(self, config: XModalConfig):
         super().__init__(config)
+        # Sequences never outgrow the decoder's position table (start token included).
+        self.generation_config.max_length = config.decoder_config.max_position_embeddings
         self.post_init()
 
     def get_encoder(self):
@@ -478,6 +486,11 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
             towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
                                   token_type_ids)
             encoder_outputs = self.encode(towers)
+        limit = self.config.decoder_config.max_position_embeddings - 1
+        if kwargs.get("max_new_tokens") is not None and kwargs["max_new_tokens"] > limit:
+            logger.warning_once(f"max_new_tokens={kwargs['max_new_tokens']} is more than the decoder's position "
+                                f"table allows; generating at most {limit} tokens.")
+            kwargs["max_new_tokens"] = limit
         return super().generate(encoder_outputs=encoder_outputs, **kwargs)
 
     def _prepare_encoder_decoder_kwargs_for_generation(self, inputs_tensor, model_kwargs, model_input_name,
