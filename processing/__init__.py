@@ -28,3 +28,10 @@ def __getattr__(name):
         module = importlib.import_module(_EXPORTS[name], __name__)
         return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# Importing `xmodal.processing` registers the processors with AutoImageProcessor,
+# AutoFeatureExtractor and AutoProcessor (the model package never imports processing).
+from .registration import register_processing_auto_classes  # noqa: E402
+
+register_processing_auto_classes()

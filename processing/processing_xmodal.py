@@ -1,0 +1,155 @@
+"""One processor for every XModal input: text, images, audio and decoder targets, in any subset.
+
+Outputs carry the names the model reads: `input_ids`, `attention_mask`, `pixel_values`,
+`input_features`, `feature_attention_mask` and `labels`.
+"""
+
+import numpy as np
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+
+from .feature_extraction_xmodal import XModalFeatureExtractor, split_audio_batch
+from .image_processing_xmodal import XModalImageProcessor, split_image_batch
+
+_PADDING_CHOICES = (True, False, "longest", "max_length", "do_not_pad")
+
+
+def _text_batch(text, name):
+    """Validate `text` (a string or a list of strings); return (list, is_batched)."""
+    if isinstance(text, str):
+        return [text], False
+    is_list = isinstance(text, (list, tuple))
+    if is_list and text and all(isinstance(t, str) for t in text):
+        return list(text), True
+    if is_list:
+        got = f"a list of {sorted({type(t).__name__ for t in text})}" if text else "an empty list"
+    else:
+        got = type(text).__name__
+    raise ValueError(f"{name} must be a string or a non-empty list of strings, got {got}.")
+
+
+class XModalProcessor(ProcessorMixin):
+    """Wraps `XModalImageProcessor`, `XModalFeatureExtractor` and a tokenizer (any `AutoTokenizer`).
+
+    Parts left out are built with defaults (the default tokenizer is trained once and cached).
+    """
+
+    def __init__(self, image_processor=None, feature_extractor=None, tokenizer=None, **kwargs):
+        if image_processor is None:
+            image_processor = XModalImageProcessor()
+        if feature_extractor is None:
+            feature_extractor = XModalFeatureExtractor()
+        if tokenizer is None:
+            from .tokenization_xmodal import load_default_tokenizer
+
+            tokenizer = load_default_tokenizer()
+        super().__init__(image_processor, feature_extractor, tokenizer, **kwargs)
+
+    @property
+    def label_start_token_id(self):
+        """The start token dropped from `labels` (BOS, or CLS for BERT-style tokenizers); None if neither."""
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.tokenizer.cls_token_id
+
+    def __call__(self, text=None, images=None, audio=None, sampling_rate=None, text_target=None,
+                 return_tensors=None, padding=True, truncation=True, max_length=None,
+                 text_kwargs=None, images_kwargs=None, audio_kwargs=None, **kwargs):
+        """Process any subset of text, images, audio and `text_target`.
+
+        `padding`, `truncation` and `max_length` apply to the text and the labels; audio is padded
+        to the longest clip and cut at the feature extractor's `max_duration`, images are resized
+        (change either through `audio_kwargs` / `images_kwargs`). A list in one modality and a single
+        item in another is allowed (one image scored against many captions); two lists must have
+        the same length. `labels` are the target ids without the start token and ending with EOS,
+        padded with -100; the model shifts them right behind its decoder start token.
+        """
+        if kwargs:
+            raise ValueError(f"XModalProcessor got unexpected arguments {sorted(kwargs)}; pass part-specific "
+                             "options in text_kwargs, images_kwargs or audio_kwargs.")
+        if text is None and images is None and audio is None and text_target is None:
+            raise ValueError("XModalProcessor needs at least one of text, images, audio or text_target.")
+        if padding not in _PADDING_CHOICES:
+            raise ValueError(f"padding must be one of {_PADDING_CHOICES}, got {padding!r}.")
+        self._check_batch_sizes(text=text, images=images, audio=audio, text_target=text_target)
+
+        data = {}
+        if text is not None:
+            texts, _ = _text_batch(text, "text")
+            encoded = self.tokenizer(texts, padding=padding, truncation=truncation, max_length=max_length,
+                                     return_token_type_ids=False, **(text_kwargs or {}))
+            data.update(encoded)
+        if images is not None:
+            data.update(self.image_processor(images, **(images_kwargs or {})))
+        if audio is not None:
+            data.update(self.feature_extractor(audio, sampling_rate=sampling_rate, **(audio_kwargs or {})))
+        if text_target is not None:
+            data["labels"] = self._labels(text_target, padding, truncation, max_length)
+        return BatchFeature(data, tensor_type=return_tensors)
+
+    def _check_batch_sizes(self, **inputs):
+        sizes = {}
+        for name, value in inputs.items():
+            if value is None:
+                continue
+            if name in ("text", "text_target"):
+                items, batched = _text_batch(value, name)
+            elif name == "images":
+                items, batched = split_image_batch(value)
+            else:
+                items, batched = split_audio_batch(value)
+            if batched:
+                sizes[name] = len(items)
+        if len(set(sizes.values())) > 1:
+            described = " but ".join(f"{name} has {size} items" for name, size in sizes.items())
+            raise ValueError(f"Batch sizes differ across inputs: {described}.")
+
+    def _labels(self, text_target, padding, truncation, max_length):
+        """Decoder targets: ids without the start token, right-padded with -100."""
+        targets, _ = _text_batch(text_target, "text_target")
+        rows = self.tokenizer(targets, truncation=truncation, max_length=max_length,
+                              return_token_type_ids=False, return_attention_mask=False)["input_ids"]
+        start = self.label_start_token_id
+        rows = [row[1:] if start is not None and row and row[0] == start else row for row in rows]
+        if padding in (False, "do_not_pad"):
+            return rows
+        width = max(len(row) for row in rows)
+        if padding == "max_length":
+            limit = max_length if max_length is not None else self.tokenizer.model_max_length
+            if limit > 100_000:  # tokenizers without a length limit report ~1e30
+                raise ValueError("padding='max_length' needs max_length= for a tokenizer without model_max_length.")
+            width = max(width, limit)
+        labels = np.full((len(rows), width), -100, dtype=np.int64)
+        for index, row in enumerate(rows):
+            labels[index, : len(row)] = row
+        return labels
+
+    def batch_decode(self, sequences, **kwargs):
+        """Decode token ids (labels included: -100 is read as padding)."""
+        return self.tokenizer.batch_decode(self._without_ignore_index(sequences), **kwargs)
+
+    def decode(self, token_ids, **kwargs):
+        """Decode one sequence of token ids (-100 is read as padding)."""
+        return self.tokenizer.decode(self._without_ignore_index(token_ids), **kwargs)
+
+    def _without_ignore_index(self, ids):
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        if hasattr(ids, "masked_fill"):  # torch tensor
+            return ids.masked_fill(ids == -100, pad)
+        if isinstance(ids, np.ndarray):
+            return np.where(ids == -100, pad, ids)
+        if isinstance(ids, (list, tuple)):
+            return [self._without_ignore_index(x) if isinstance(x, (list, tuple, np.ndarray)) else
+                    (pad if x == -100 else x) for x in ids]
+        return ids
+
+
+__all__ = ["XModalProcessor"]
+
+
+def _register():
+    from .registration import register_processing_auto_classes
+
+    register_processing_auto_classes()
+
+
+_register()

@@ -1,0 +1,40 @@
+"""Registers the XModal processors with the transformers Auto classes, keyed by `XModalConfig`.
+
+`xmodal` (the model package) never imports `xmodal.processing`, so the registration happens here,
+lazily, when the processor module is first imported (or when called directly).
+"""
+
+import logging
+
+logger = logging.getLogger(__name__)
+_registered = False
+
+
+def register_processing_auto_classes():
+    """Register AutoImageProcessor, AutoFeatureExtractor and AutoProcessor; safe to call repeatedly.
+
+    Returns True once registered, False while `XModalConfig` cannot be imported (then a later
+    call tries again).
+    """
+    global _registered
+    if _registered:
+        return True
+    try:
+        from xmodal import XModalConfig
+    except ImportError as error:
+        logger.debug("XModalConfig is not importable yet (%s); Auto-class registration deferred.", error)
+        return False
+    from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoProcessor
+
+    from .feature_extraction_xmodal import XModalFeatureExtractor
+    from .image_processing_xmodal import XModalImageProcessor
+    from .processing_xmodal import XModalProcessor
+
+    AutoImageProcessor.register(XModalConfig, image_processor_classes={"pil": XModalImageProcessor}, exist_ok=True)
+    AutoFeatureExtractor.register(XModalConfig, XModalFeatureExtractor, exist_ok=True)
+    AutoProcessor.register(XModalConfig, XModalProcessor, exist_ok=True)
+    _registered = True
+    return True
+
+
+__all__ = ["register_processing_auto_classes"]
