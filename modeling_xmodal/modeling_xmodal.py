@@ -37,8 +37,10 @@ PAIR_LOGITS = {
 
 
 def collect_inputs(config, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
-                   feature_attention_mask=None, token_type_ids=None):
-    """Checks which modalities a call has and that they agree on the batch size; returns {modality: inputs}."""
+                   feature_attention_mask=None, token_type_ids=None, paired=True):
+    """Checks which modalities a call has and, when the rows are `paired` samples, that they agree on the
+    batch size; returns {modality: inputs}. Unpaired calls (scoring one image against many captions)
+    may have any sizes."""
     given = {"text": input_ids, "image": pixel_values, "audio": input_features}
     present = {m: v for m, v in given.items() if v is not None}
     if not present:
@@ -53,7 +55,7 @@ def collect_inputs(config, input_ids=None, attention_mask=None, pixel_values=Non
                 f"({CONFIG_KEYS[modality]}=None); it takes {[MODALITY_INPUTS[m] for m in config.modalities]}."
             )
     sizes = {MODALITY_INPUTS[m]: v.shape[0] for m, v in present.items()}
-    if len(set(sizes.values())) > 1:
+    if paired and len(set(sizes.values())) > 1:
         raise ValueError(f"All modalities must have the same batch size; got {sizes}.")
     inputs = {}
     if input_ids is not None:
@@ -213,8 +215,9 @@ class XModalModel(XModalPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
                 feature_attention_mask=None, token_type_ids=None, return_loss=None, output_attentions=None,
                 output_hidden_states=None) -> XModalOutput:
+        # Without a loss, rows need not be pairs: N captions may be scored against one image (as CLIP allows).
         inputs = collect_inputs(self.config, input_ids, attention_mask, pixel_values, input_features,
-                                feature_attention_mask, token_type_ids)
+                                feature_attention_mask, token_type_ids, paired=bool(return_loss))
         towers = self.encode_towers(inputs, bool(output_attentions), bool(output_hidden_states))
         embeds = {m: self.project(m, out) for m, out in towers.items()}
         logits = {}

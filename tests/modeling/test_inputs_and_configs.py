@@ -101,7 +101,11 @@ def test_batch_sizes_that_differ_across_modalities():
     inputs = tiny_inputs(("text", "image"))
     inputs["pixel_values"] = inputs["pixel_values"][:2]
     with pytest.raises(ValueError, match=r"same batch size; got \{'input_ids': 3, 'pixel_values': 2\}"):
-        _model()(**inputs)
+        _model()(**inputs, return_loss=True)
+    with pytest.raises(ValueError, match="same batch size"):
+        XModalForSequenceClassification(tiny_config())(**inputs)
+    # Without a loss the rows need not pair up: 3 captions scored against 2 images.
+    assert _model()(**inputs).logits_per_image.shape == (2, 3)
 
 
 def test_a_modality_the_model_has_no_tower_for():
