@@ -306,12 +306,12 @@ class XModalPretrainedTower(nn.Module):
         mask = feature_attention_mask
         if window is not None:
             # Whisper-style encoders take a fixed window of 2 * max_source_positions frames: pad with the
-            # log-mel floor of the input (silence) and keep the mask over the real frames.
-            frames, target = input_features.shape[2], 2 * window
+            # log-mel floor (silence: 8 decades below the peak, i.e. peak - 2 after Whisper scaling) and keep
+            # the mask over the real frames.
             if frames > target:
                 raise ValueError(f"`input_features` has {frames} frames; this audio tower takes at most {target}.")
             if frames < target:
-                floor = input_features.amin(dim=(1, 2), keepdim=True)
+                floor = input_features.amax(dim=(1, 2), keepdim=True) - 2.0
                 input_features = torch.cat(
                     [input_features, floor.expand(-1, num_mel_bins, target - frames)], dim=2
                 )
