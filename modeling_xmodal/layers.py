@@ -2,6 +2,13 @@
 
 Attention goes through `transformers`' attention interface, so `attn_implementation="sdpa"` (the
 default) and `"eager"` are both available, and eager returns attention weights.
+
+Two choices here are made for speed and memory on CPU, measured in `benchmarks/`:
+- With `sdpa`, bf16/fp16 training on CPU runs the eager kernels: the CPU flash-attention kernel's
+  backward in bf16 took about 3x the time of the eager matmul + softmax (and was slower still on a
+  CPU without native bf16); fp32 and inference keep SDPA. Results agree to rounding.
+- The MLP saves only the pre-activation for backward and recomputes the activation there
+  (`ActivationLinear`): one elementwise pass more, a quarter less activation memory per layer.
 """
 
 import torch
@@ -10,6 +17,9 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+# Dtypes for which the CPU flash-attention backward is slower than eager attention (see the module docstring).
+_EAGER_TRAINING_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -99,7 +109,10 @@ class XModalAttention(nn.Module):
                 self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
                 key, value = self_cache.update(key, value, self.layer_idx)
 
-        implementation = "eager" if output_attentions else self.config._attn_implementation
+        implementation = self.config._attn_implementation
+        if output_attentions or (implementation == "sdpa" and query.device.type == "cpu"
+                                 and query.dtype in _EAGER_TRAINING_DTYPES and torch.is_grad_enabled()):
+            implementation = "eager"
         attention_fn = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         output, weights = attention_fn(
             self, query, key, value, attention_mask,
@@ -109,6 +122,52 @@ class XModalAttention(nn.Module):
         return output, weights
 
 
+# hidden_act -> (activation, its backward given (grad, input)) for the activations the MLP recomputes in
+# backward; the backward is the kernel autograd itself would call, so gradients are unchanged.
+RECOMPUTED_ACTIVATIONS = {
+    "gelu": (nn.functional.gelu, lambda grad, x: torch.ops.aten.gelu_backward(grad, x)),
+    "gelu_pytorch_tanh": (lambda x: nn.functional.gelu(x, approximate="tanh"),
+                          lambda grad, x: torch.ops.aten.gelu_backward(grad, x, approximate="tanh")),
+    "relu": (nn.functional.relu, lambda grad, x: grad * (x > 0)),
+    "silu": (nn.functional.silu, lambda grad, x: torch.ops.aten.silu_backward(grad, x)),
+}
+
+
+class ActivationLinear(torch.autograd.Function):
+    """`linear(act(x), weight, bias)` that saves `x` alone and recomputes `act(x)` in backward.
+
+    Autograd would keep both `x` (for the activation's backward) and `act(x)` (for the weight
+    gradient): two tensors of the MLP's width per token. Recomputing the activation costs one
+    elementwise pass. The autocast state of the forward is replayed in backward (`custom_bwd`).
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, x, hidden_act, weight, bias):
+        ctx.hidden_act = hidden_act
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, weight)
+        return nn.functional.linear(RECOMPUTED_ACTIVATIONS[hidden_act][0](x), weight, bias)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad_output):
+        x, weight = ctx.saved_tensors
+        activation, activation_backward = RECOMPUTED_ACTIVATIONS[ctx.hidden_act]
+        grad_x = grad_weight = grad_bias = None
+        flat_grad = grad_output.reshape(-1, grad_output.shape[-1])
+        if ctx.needs_input_grad[2]:
+            activated = activation(x)
+            grad_weight = flat_grad.t().mm(activated.reshape(-1, activated.shape[-1]).to(flat_grad.dtype))
+            grad_weight = grad_weight.to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            grad_bias = flat_grad.sum(dim=0).to(weight.dtype)
+        if ctx.needs_input_grad[0]:
+            grad_activated = grad_output.matmul(weight.to(grad_output.dtype))
+            grad_x = activation_backward(grad_activated.to(x.dtype), x)
+        return grad_x, None, grad_weight, grad_bias
+
+
 class XModalMLP(nn.Module):
     def __init__(self, hidden_size, intermediate_size, hidden_act, dropout=0.0):
         super().__init__()
@@ -116,9 +175,17 @@ class XModalMLP(nn.Module):
         self.act = ACT2FN[hidden_act]
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
         self.dropout = nn.Dropout(dropout)
+        self.recomputed_act = hidden_act if hidden_act in RECOMPUTED_ACTIVATIONS else None
 
     def forward(self, hidden_states):
-        return self.dropout(self.fc2(self.act(self.fc1(hidden_states))))
+        hidden_states = self.fc1(hidden_states)
+        if self.recomputed_act is not None and torch.is_grad_enabled() and (
+            hidden_states.requires_grad or self.fc2.weight.requires_grad
+        ):
+            hidden_states = ActivationLinear.apply(hidden_states, self.recomputed_act, self.fc2.weight, self.fc2.bias)
+        else:
+            hidden_states = self.fc2(self.act(hidden_states))
+        return self.dropout(hidden_states)
 
 
 class XModalEncoderLayer(GradientCheckpointingLayer):
