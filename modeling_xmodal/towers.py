@@ -308,6 +308,7 @@ class XModalPretrainedTower(nn.Module):
             # Whisper-style encoders take a fixed window of 2 * max_source_positions frames: pad with the
             # log-mel floor (silence: 8 decades below the peak, i.e. peak - 2 after Whisper scaling) and keep
             # the mask over the real frames.
+            frames, target = input_features.shape[2], 2 * window
             if frames > target:
                 raise ValueError(f"`input_features` has {frames} frames; this audio tower takes at most {target}.")
             if frames < target:
