@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 run: install
-	$(VENV)/bin/xmodal inspect
+	$(VENV)/bin/xmodal train --config configs/default.yaml
 
 test: install-dev
 	$(PY) -m pytest tests

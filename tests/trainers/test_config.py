@@ -1,0 +1,60 @@
+"""The YAML config: typed sections, unknown keys rejected with the valid keys listed."""
+
+from pathlib import Path
+
+import pytest
+
+from xmodal.trainers.cli import main as cli_main
+from xmodal.trainers.config import ConfigError, RunConfig, config_from_dict, load_config
+
+from .helpers import REPO, tiny_config, write_yaml
+
+
+@pytest.mark.parametrize("name", ["default", "classic"])
+def test_shipped_configs_load(name):
+    config = load_config(REPO / "configs" / f"{name}.yaml")
+    assert isinstance(config, RunConfig)
+
+
+def test_defaults_and_types(tmp_path):
+    config = config_from_dict(tiny_config(tmp_path))
+    assert config.training.output_dir == str(tmp_path)
+    assert config.lora.enabled is False
+
+
+@pytest.mark.parametrize("values, where, valid", [
+    ({"trainer": {}}, "'trainer'", "training"),
+    ({"training": {"lerning_rate": 1.0}}, "training.'lerning_rate'", "learning_rate"),
+    ({"data": {"pth": "x"}}, "data.'pth'", "path"),
+    ({"model": {"projection_dims": 8}}, "model.'projection_dims'", "projection_dim"),
+    ({"model": {"text_config": {"hidden": 8}}}, "model.text_config.'hidden'", "hidden_size"),
+])
+def test_unknown_key_lists_valid_keys(values, where, valid):
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(values)
+    message = str(error.value)
+    assert f"Unknown key {where}" in message
+    assert "Valid keys:" in message and valid in message
+
+
+@pytest.mark.parametrize("values, field", [
+    ({"task": "dance"}, "task"),
+    ({"training": {"max_steps": 0}}, "training.max_steps"),
+    ({"training": {"mixed_precision": "fp64"}}, "training.mixed_precision"),
+    ({"data": {"modalities": ["smell"]}}, "data.modalities"),
+    ({"task": "matching"}, "data.label_column"),
+])
+def test_bad_values_name_the_field(values, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        config_from_dict(values)
+
+
+def test_overrides_and_cli_error(tmp_path, capsys):
+    path = write_yaml(tiny_config(tmp_path), tmp_path / "tiny.yaml")
+    config = load_config(path, ["training.max_steps=3", "lora.r=4"])
+    assert config.training.max_steps == 3 and config.lora.r == 4
+    bad = write_yaml({**tiny_config(tmp_path), "optimiser": {}}, tmp_path / "bad.yaml")
+    assert cli_main(["train", "--config", str(bad)]) == 2
+    assert "Unknown key 'optimiser'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="No config file"):
+        load_config(Path(tmp_path) / "missing.yaml")

@@ -1,0 +1,68 @@
+"""Two real processes (accelerate launch, gloo on CPU) against one: same loss, same gradients, same training."""
+
+import subprocess
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import xmodal
+from xmodal.trainers import checkpointing
+from xmodal.trainers.launch import free_port, launch_command, launch_environment
+
+from tests.modeling.tiny import tiny_config, tiny_inputs
+
+from .helpers import REPO, run_cli, tiny_config as tiny_run_config, write_yaml
+
+HERE = REPO / "tests" / "trainers"
+
+
+def test_launch_command_runs_n_processes_on_cpu():
+    command = launch_command(2, ["train", "--config", "c.yaml"])
+    assert command[command.index("--num_processes") + 1] == "2" and "--multi_gpu" in command
+    assert "--cpu" not in command  # `--cpu --num_processes 2` silently runs one process
+    if not torch.cuda.is_available():
+        assert launch_environment(2)["ACCELERATE_USE_CPU"] == "1"
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_loss_and_gradients_of_one(tmp_path):
+    config = {"contrastive_loss": "clip"}
+    torch.manual_seed(0)
+    model = xmodal.XModalModel(tiny_config(**config))
+    batch = tiny_inputs(batch_size=8, seed=3)
+    torch.save({"config": config, "state_dict": model.state_dict(), "batch": batch}, tmp_path / "setup.pt")
+
+    command = launch_command(2, [HERE / "distributed_equivalence.py", tmp_path], module=None, port=free_port())
+    result = subprocess.run(command, env=launch_environment(2, base={**__import__("os").environ,
+                                                                     "OMP_NUM_THREADS": "1"}),
+                            cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert not torch.allclose(ranks[0]["local_loss"], ranks[1]["local_loss"])  # each rank had its own half
+
+    output = model(**batch, return_loss=True)  # one process, the whole batch
+    output.loss.backward()
+    torch.testing.assert_close(ranks[0]["loss"], output.loss.detach(), rtol=0, atol=1e-6)
+    for name, parameter in model.named_parameters():
+        for rank in ranks:
+            torch.testing.assert_close(rank["grads"][name], parameter.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_cli_num_processes_trains_like_one_process(tmp_path, tiny_scenes):
+    runs = {}
+    for processes in (1, 2):
+        values = tiny_run_config(tmp_path / f"p{processes}", task="contrastive", modalities=("text", "image"),
+                                 training={"max_steps": 3, "batch_size": 16, "learning_rate": 1e-3,
+                                           "save_every": 3, "warmup_steps": 0})
+        result = run_cli("train", "--config", write_yaml(values, tmp_path / f"p{processes}.yaml"),
+                         "--num-processes", processes)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[processes] = load_file(tmp_path / f"p{processes}" / "model" / "model.safetensors")
+    # Every process saved its own RNG state: two processes really ran.
+    state = checkpointing.latest_state(tmp_path / "p2")
+    assert sorted(p.name for p in state.glob("random_states_*.pkl")) == ["random_states_0.pkl", "random_states_1.pkl"]
+    for name in runs[1]:
+        torch.testing.assert_close(runs[2][name], runs[1][name], rtol=0, atol=1e-5, msg=name)

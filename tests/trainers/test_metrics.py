@@ -1,0 +1,58 @@
+"""Metric functions on hand-made inputs with known answers."""
+
+import numpy as np
+import pytest
+import torch
+
+from xmodal.trainers.metrics import (
+    caption_relevance,
+    error_rates,
+    make_compute_metrics,
+    matching_metrics,
+    recall_at_k,
+    retrieval_metrics,
+)
+
+
+def test_recall_at_k_known_ranks():
+    # Query 0 ranks its match first, query 1 second, query 2 third.
+    similarity = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.5, 0.1], [0.9, 0.8, 0.1]])
+    assert recall_at_k(similarity, ks=(1, 2, 3)) == pytest.approx({1: 1 / 3, 2: 2 / 3, 3: 1.0})
+
+
+def test_caption_relevance_counts_true_phrasings():
+    captions = ["a zebra", "a big zebra", "a cat"]
+    true = [["a zebra"], ["a big zebra", "a zebra"], ["a cat", "there is a cat"]]
+    relevant = caption_relevance(captions, true)
+    describes = relevant("text", "image")
+    assert describes[0, 1] and not describes[1, 0] and not describes[0, 2]
+    assert relevant("image", "text")[1, 0]
+    # Text 0 retrieves image 1 first: counted (its caption is true of image 1), but not exactly.
+    similarity = torch.tensor([[0.2, 0.9, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    embeds_text = torch.eye(3)
+    metrics = retrieval_metrics({"text": embeds_text, "image": similarity.t().contiguous()}, ks=(1,),
+                                relevant=relevant)
+    assert metrics["text_to_image_R@1"] == 1.0
+    assert metrics["text_to_image_R@1_exact"] == pytest.approx(2 / 3)
+
+
+def test_error_rates_ignore_case_and_punctuation():
+    rates = error_rates(["A cat, and a dog."], ["a cat and a dog"])
+    assert rates == {"cer": 0.0, "wer": 0.0}
+    assert error_rates(["a cat"], ["a bat"], prefix="x_")["x_wer"] == pytest.approx(0.5)
+
+
+def test_matching_metrics():
+    metrics = matching_metrics([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 1])
+    assert metrics["matching_accuracy"] == 0.75
+    assert metrics["matching_roc_auc"] == pytest.approx(2 / 3)
+
+
+def test_compute_metrics_for_trainer():
+    from transformers import EvalPrediction
+
+    logits = np.array([[0.0, 2.0], [2.0, 0.0], [0.0, 1.0]])
+    result = make_compute_metrics("matching")(EvalPrediction(predictions=(logits,), label_ids=np.array([1, 0, 0])))
+    assert result["matching_accuracy"] == pytest.approx(2 / 3)
+    result = make_compute_metrics("classification")(EvalPrediction(predictions=logits, label_ids=np.array([1, 0, 1])))
+    assert result["accuracy"] == 1.0

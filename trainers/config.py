@@ -1,0 +1,230 @@
+"""The training configuration: typed dataclasses read from YAML.
+
+A config file has five sections (`data`, `model`, `training`, `evaluation`, `lora`) and a `task`.
+Every key is checked: an unknown one is an error that names the valid keys of its section, so a
+typo never silently falls back to a default. `model` holds `XModalConfig` arguments and is
+checked against that config's fields (and each tower's).
+"""
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# task -> (model class name in `xmodal`, what `labels` means for it)
+TASKS = {
+    "pretraining": ("XModalForPreTraining", "target"),
+    "contrastive": ("XModalModel", None),
+    "matching": ("XModalForMatching", "column"),
+    "classification": ("XModalForSequenceClassification", "column"),
+    "generation": ("XModalForConditionalGeneration", "target"),
+}
+DATASETS = ("scenes", "digits")
+MODALITIES = ("text", "image", "audio")
+PRECISIONS = ("auto", "bf16", "fp16", "no")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used as written."""
+
+
+@dataclass
+class DataConfig:
+    """Which data, where it lives, and how it becomes model inputs."""
+
+    name: str = "scenes"  # scenes | digits
+    path: str = "data/scenes"  # dataset folder (`save_to_disk` layout); built here when missing and `build`
+    build: bool = True
+    build_args: dict = field(default_factory=dict)  # keyword arguments of build_scene_dataset / build_digits_dataset
+    modalities: list = field(default_factory=lambda: list(MODALITIES))
+    text_column: str = "caption"
+    target_column: str | None = "caption"  # decoder targets (captioning, transcription)
+    label_column: str | None = None  # `labels` for matching (0/1) and classification
+    train_split: str = "train"
+    eval_split: str = "validation"
+    test_split: str = "test"
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    max_text_length: int = 32
+    max_target_length: int = 32
+    max_audio_seconds: float = 8.0
+    audio_hop_length: int = 160  # samples between log-mel frames (160 = 10 ms at 16 kHz)
+    tokenizer: str = "train"  # "train" (on the training captions), "default" (built-in), or a folder
+    tokenizer_vocab_size: int = 1024
+
+
+@dataclass
+class TrainingConfig:
+    """The optimisation loop. `batch_size` is global: it is split over the processes."""
+
+    output_dir: str = "runs/default"
+    seed: int = 0
+    max_steps: int = 1000
+    batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    min_learning_rate_ratio: float = 0.0
+    weight_decay: float = 0.05
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    adam_epsilon: float = 1e-6
+    warmup_steps: int = 100
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp16 | no
+    log_every: int = 10
+    eval_every: int = 0  # 0: only at the end
+    save_every: int = 0  # 0: no intermediate training state
+    save_total_limit: int = 2
+    num_processes: int = 1  # processes `xmodal train` starts (GPUs, or CPU processes joined by gloo)
+    num_threads: int | None = None  # per process; None = cores / processes
+    attn_implementation: str = "eager"
+    pretrained: str | None = None  # start from a saved checkpoint folder instead of random weights
+    report_to: list = field(default_factory=lambda: ["tensorboard"])
+    progress_bar: bool = True
+
+
+@dataclass
+class EvaluationConfig:
+    """The evaluation after training (and `xmodal eval`)."""
+
+    split: str | None = "test"  # None: no evaluation after training
+    extra_splits: list = field(default_factory=list)  # e.g. [test_novel]
+    batch_size: int = 256
+    max_samples: int | None = None
+    recall_at: list = field(default_factory=lambda: [1, 5, 10])
+    generation_samples: int | None = 500  # generated captions/transcripts scored for CER/WER
+    max_new_tokens: int = 24
+    num_beams: int = 1
+    matching_negatives_seed: int = 0
+
+
+@dataclass
+class LoraSettings:
+    """PEFT LoRA adapters; see `xmodal.trainers.lora.LORA_TARGET_MODULES` for the modules per part."""
+
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    parts: list = field(default_factory=lambda: ["text", "image", "audio"])
+    modules: list | None = None  # default: every attention and MLP projection of the parts
+    modules_to_save: list | None = None  # default: the task head
+
+
+@dataclass
+class RunConfig:
+    """A whole run: `task` picks the model head (see `TASKS`)."""
+
+    task: str = "pretraining"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict = field(default_factory=dict)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _unknown_key_error(where, key, valid):
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"Unknown key {where}{key!r}.{hint} Valid keys: {', '.join(sorted(valid))}.")
+
+
+def _from_dict(cls, values, where=""):
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"Section {where.rstrip('.') or 'top level'} must be a mapping, got {values!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise _unknown_key_error(where, key, list(fields))
+        nested = fields[key].default_factory if fields[key].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(nested):
+            value = _from_dict(nested, value, f"{where}{key}.")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _check_model_section(model):
+    """Checks `model` keys against `XModalConfig` and its tower configs (which accept unknown keys silently)."""
+    from xmodal.configuration_xmodal import TOWER_CONFIG_CLASSES, XModalConfig
+
+    top = [f.name for f in dataclasses.fields(XModalConfig)] + ["num_labels"]
+    for key, value in model.items():
+        if key not in top:
+            raise _unknown_key_error("model.", key, top)
+        if key in TOWER_CONFIG_CLASSES and isinstance(value, dict) and "model_type" not in value:
+            valid = [f.name for f in dataclasses.fields(TOWER_CONFIG_CLASSES[key])]
+            for sub_key in value:
+                if sub_key not in valid:
+                    raise _unknown_key_error(f"model.{key}.", sub_key, valid)
+
+
+def validate(config: RunConfig):
+    """Checks values that the dataclasses' types do not; raises `ConfigError` naming the field."""
+    if config.task not in TASKS:
+        raise ConfigError(f"task={config.task!r} is not supported; choose one of {sorted(TASKS)}.")
+    data, training = config.data, config.training
+    if data.name not in DATASETS:
+        raise ConfigError(f"data.name={data.name!r} is not supported; choose one of {list(DATASETS)}.")
+    unknown = set(data.modalities) - set(MODALITIES)
+    if unknown or not data.modalities:
+        raise ConfigError(f"data.modalities={data.modalities!r}: choose a non-empty subset of {list(MODALITIES)}.")
+    if training.mixed_precision not in PRECISIONS:
+        raise ConfigError(f"training.mixed_precision={training.mixed_precision!r}; choose one of {list(PRECISIONS)}.")
+    for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every", "num_processes"):
+        if not isinstance(getattr(training, name), int) or getattr(training, name) <= 0:
+            raise ConfigError(f"training.{name}={getattr(training, name)!r} must be a positive integer.")
+    for name in ("eval_every", "save_every", "warmup_steps"):
+        if not isinstance(getattr(training, name), int) or getattr(training, name) < 0:
+            raise ConfigError(f"training.{name}={getattr(training, name)!r} must be an integer >= 0.")
+    if not isinstance(training.learning_rate, (int, float)) or training.learning_rate <= 0:
+        raise ConfigError(f"training.learning_rate={training.learning_rate!r} must be a positive number.")
+    if TASKS[config.task][1] == "column" and not data.label_column:
+        raise ConfigError(f"task={config.task!r} needs data.label_column (the column holding `labels`).")
+    _check_model_section(config.model)
+
+
+def load_config(path, overrides=None) -> RunConfig:
+    """Reads a YAML file into a `RunConfig`; `overrides` are dotted keys (`training.max_steps=10`)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"No config file at {str(path)!r}.")
+    with open(path) as handle:
+        values = yaml.safe_load(handle) or {}
+    for item in overrides or ():
+        apply_override(values, item)
+    return config_from_dict(values)
+
+
+def config_from_dict(values) -> RunConfig:
+    config = _from_dict(RunConfig, values)
+    validate(config)
+    return config
+
+
+def apply_override(values, item):
+    """Sets `section.key=value` (the value parsed as YAML) in a nested dict."""
+    import yaml
+
+    if "=" not in item:
+        raise ConfigError(f"Override {item!r} should look like section.key=value.")
+    dotted, raw = item.split("=", 1)
+    keys = dotted.split(".")
+    target = values
+    for key in keys[:-1]:
+        target = target.setdefault(key, {})
+    target[keys[-1]] = yaml.safe_load(raw)
+
+
+def save_config(config: RunConfig, path):
+    import yaml
+
+    with open(path, "w") as handle:
+        yaml.safe_dump(config.to_dict(), handle, sort_keys=False)

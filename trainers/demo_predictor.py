@@ -1,0 +1,547 @@
+"""Inference behind the demo (`spaces_demo/app.py`, `xmodal demo`): no Gradio here, and nothing
+is loaded until a `Predictor` is made.
+
+One checkpoint folder (as `xmodal train` writes it) is loaded into the three heads the demo
+needs: `XModalModel` (the shared embedding space: matching probabilities, search, similarity),
+`XModalForMatching` (the matching score and its cross-attention maps) and
+`XModalForConditionalGeneration` (captions and transcripts). A head whose weights the
+checkpoint lacks (a contrastive-only run has no decoder) is reported as missing rather than
+run with random weights.
+
+Input checks live in `demo_inputs`; each raises `DemoInputError`, whose message is for the visitor.
+"""
+
+import atexit
+import hashlib
+import io
+import json
+import re
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .demo_drawing import heatmap_overlay, similarity_heatmap
+from .demo_inputs import DemoInputError, DemoLimits, load_audio, load_image, parse_captions
+
+DEFAULT_MODEL_DIR = "runs/default/model"  # `<training.output_dir>/model` of configs/default.yaml
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
+
+
+@dataclass
+class Gallery:
+    """Images to search, their labels (captions or file names) and normalised embeddings."""
+
+    name: str
+    images: list
+    labels: list
+    captions: list | None = None  # true captions when the images come with them (a dataset split)
+    embeddings: torch.Tensor | None = field(default=None, repr=False)
+
+
+def resolve_model_dir(model_dir):
+    """The folder with `config.json`: `model_dir` itself, or its `merged/` copy after a LoRA run."""
+    path = Path(model_dir)
+    if (path / "config.json").is_file():
+        return path
+    if (path / "merged" / "config.json").is_file():
+        return path / "merged"
+    raise FileNotFoundError(f"No model at {path}: expected config.json, model.safetensors and the processor files "
+                            "that `xmodal train` writes (a LoRA run keeps its merged model in <dir>/merged).")
+
+
+def _load_head(cls, model_dir):
+    """(model in eval mode, or None when the checkpoint lacks this head's weights; the missing keys)."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()  # the load report lists the other heads' weights as unexpected
+    logging.disable_progress_bar()
+    try:
+        model, info = cls.from_pretrained(model_dir, output_loading_info=True)
+    except ValueError as error:  # e.g. a generation head without decoder_config
+        return None, [str(error)]
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+    missing = sorted(info.get("missing_keys") or [])
+    return (None if missing else model.eval()), missing
+
+
+def _read_yaml(path):
+    try:
+        import yaml
+
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except Exception:  # a missing or unreadable training config only costs the built-in gallery
+        return {}
+
+
+class Predictor:
+    """Loads a checkpoint once and answers the demo's questions; thread-safe for concurrent requests."""
+
+    def __init__(self, model_dir=DEFAULT_MODEL_DIR, gallery_dir=None, data_path=None, split="test",
+                 limits=None):
+        from xmodal import XModalConfig, XModalForConditionalGeneration, XModalForMatching, XModalModel
+        from xmodal.processing import XModalProcessor
+
+        self.model_dir = resolve_model_dir(model_dir)
+        self.limits = limits or DemoLimits()
+        self.config = XModalConfig.from_pretrained(self.model_dir)
+        self.processor = XModalProcessor.from_pretrained(self.model_dir)
+        self.base, missing = _load_head(XModalModel, self.model_dir)
+        if self.base is None:
+            raise ValueError(f"{self.model_dir} holds no XModal base model (missing {missing[:3]}...).")
+        self.matcher, self.matcher_missing = _load_head(XModalForMatching, self.model_dir)
+        self.generator, self.generator_missing = (_load_head(XModalForConditionalGeneration, self.model_dir)
+                                                  if self.config.decoder_config is not None else (None, []))
+        self.modalities = list(self.config.modalities)
+        self.training_config = _read_yaml(self.model_dir / "training_config.yaml")
+        self.gallery_dir, self.data_path, self.split = gallery_dir, data_path, split
+        self._lock = threading.RLock()
+        self._galleries = OrderedDict()  # uploaded galleries by content hash, least recently used first
+        self._default_gallery = self._pairs = self._dataset = None
+        self._dataset_error = None
+
+    # ------------------------------------------------------------------ what this checkpoint can do
+    @property
+    def max_new_tokens(self):
+        return self.config.decoder_config.max_position_embeddings - 1 if self.config.decoder_config else 0
+
+    @property
+    def max_text_length(self):
+        text = self.config.text_config
+        return getattr(text, "max_position_embeddings", None) or self.processor.tokenizer.model_max_length
+
+    def require(self, *modalities):
+        for modality in modalities:
+            if modality not in self.modalities:
+                raise DemoInputError(f"This model has no {modality} tower; it takes {', '.join(self.modalities)}.")
+
+    def _require_generator(self):
+        if self.generator is None:
+            raise DemoInputError("This checkpoint has no text decoder (it was not trained for captioning or "
+                                 "transcription), so it cannot write text.")
+
+    # ------------------------------------------------------------------ encoders
+    def _text_inputs(self, texts):
+        return self.processor(text=list(texts), return_tensors="pt", padding=True, truncation=True,
+                              max_length=self.max_text_length)
+
+    def _image_inputs(self, images):
+        return self._process(images=list(images))
+
+    def _audio_inputs(self, clip):
+        samples, rate = clip
+        return self._process(audio=[samples], sampling_rate=rate)
+
+    def _process(self, **inputs):
+        try:
+            return self.processor(**inputs, return_tensors="pt")
+        except ValueError as error:  # the processor names what it could not use
+            raise DemoInputError(str(error)) from error
+
+    @torch.inference_mode()
+    def embed_texts(self, texts, batch_size=64):
+        self.require("text")
+        parts = []
+        for start in range(0, len(texts), batch_size):
+            batch = self._text_inputs(texts[start:start + batch_size])
+            parts.append(self.base.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output)
+        return F.normalize(torch.cat(parts).float(), dim=-1)
+
+    @torch.inference_mode()
+    def embed_images(self, images, batch_size=64):
+        self.require("image")
+        parts = [self.base.get_image_features(self._image_inputs(images[s:s + batch_size])["pixel_values"])
+                 .pooler_output for s in range(0, len(images), batch_size)]
+        return F.normalize(torch.cat(parts).float(), dim=-1)
+
+    @torch.inference_mode()
+    def embed_audio(self, clip):
+        self.require("audio")
+        batch = self._audio_inputs(clip)
+        features = self.base.get_audio_features(batch["input_features"], batch["feature_attention_mask"])
+        return F.normalize(features.pooler_output.float(), dim=-1)
+
+    def _query_embedding(self, image=None, audio=None, text=None):
+        given = [name for name, value in (("image", image), ("audio", audio), ("text", text)) if value is not None]
+        if not given:
+            raise DemoInputError("Type a query first, or record or upload a spoken one.")
+        if len(given) > 1:
+            raise DemoInputError(f"Give one query, not {' and '.join(given)}.")
+        if image is not None:
+            return "image", self.embed_images([load_image(image, self.limits)])
+        if audio is not None:
+            return "audio", self.embed_audio(load_audio(audio, self.limits))
+        if not text.strip():
+            raise DemoInputError("Type a query first.")
+        if len(text) > self.limits.max_caption_chars:
+            raise DemoInputError(f"Keep the query under {self.limits.max_caption_chars} characters.")
+        return "text", self.embed_texts([text.strip()])
+
+    def _logits(self, query, keys):
+        logits = self.base.logit_scale.exp().float() * query @ keys.t()
+        return logits + self.base.logit_bias.float() if self.base.logit_bias is not None else logits
+
+    # ------------------------------------------------------------------ tab 1: match
+    @torch.inference_mode()
+    def match(self, captions, image=None, audio=None):
+        """Contrastive probabilities of the captions given an image or a clip, and the matching head's scores."""
+        captions = parse_captions(captions, self.limits)
+        if (image is None) == (audio is None):
+            raise DemoInputError("Give an image or a speech clip (one of them) to compare the captions with.")
+        query_modality = "image" if image is not None else "audio"
+        self.require("text", query_modality)
+        source = load_image(image, self.limits) if image is not None else load_audio(audio, self.limits)
+        query = self.embed_images([source]) if image is not None else self.embed_audio(source)
+        probabilities = self._logits(query, self.embed_texts(captions)).softmax(-1)[0]
+        scores = None
+        if self.matcher is not None:
+            text = self._text_inputs(captions)
+            count = len(captions)
+            if image is not None:
+                other = {"pixel_values": self._image_inputs([source])["pixel_values"].expand(count, -1, -1, -1)}
+            else:
+                audio_inputs = self._audio_inputs(source)
+                other = {"input_features": audio_inputs["input_features"].expand(count, -1, -1),
+                         "feature_attention_mask": audio_inputs["feature_attention_mask"].expand(count, -1)}
+            logits = self.matcher(input_ids=text["input_ids"], attention_mask=text["attention_mask"], **other).logits
+            scores = logits.float().softmax(-1)[:, 1].tolist()
+        return {"query": query_modality, "captions": captions, "probabilities": probabilities.tolist(),
+                "match_scores": scores}
+
+    # ------------------------------------------------------------------ tab 2: search
+    def search_images(self, text=None, audio=None, k=5, files=None):
+        """The `k` gallery images nearest a text or speech query: [(image, label, score)], best first."""
+        _, query = self._query_embedding(audio=audio, text=text if text and text.strip() else None)
+        gallery = self.gallery_from_files(files) if files else self.default_gallery()
+        k = self._check_k(k, len(gallery.images))
+        scores = (query @ gallery.embeddings.t())[0]
+        top = scores.topk(k)
+        return [(gallery.images[i], gallery.labels[i], float(s)) for s, i in zip(top.values, top.indices.tolist())]
+
+    def search_captions(self, image, k=5, captions=None):
+        """The `k` captions nearest an image: [(caption, score)], best first. Pool: `captions` or the test split's."""
+        self.require("image", "text")
+        if captions is not None and (captions.strip() if isinstance(captions, str) else captions):
+            pool = parse_captions(captions, DemoLimits(max_captions=self.limits.max_gallery))
+            keys = self.embed_texts(pool)
+        else:
+            pairs = self.pairs()
+            if pairs is None:
+                raise DemoInputError("No captions to search: enter candidate captions, or start the demo with the "
+                                     f"built-in data available ({self._dataset_error}).")
+            pool, keys = pairs["pool"], pairs["pool_embeddings"]
+        _, query = self._query_embedding(image=image)
+        k = self._check_k(k, len(pool))
+        top = (query @ keys.t())[0].topk(k)
+        return [(pool[i], float(s)) for s, i in zip(top.values, top.indices.tolist())]
+
+    def _check_k(self, k, available):
+        try:
+            k = int(k)
+        except (TypeError, ValueError) as error:
+            raise DemoInputError(f"k must be a whole number, got {k!r}.") from error
+        if not 1 <= k <= self.limits.max_top_k:
+            raise DemoInputError(f"k must be between 1 and {self.limits.max_top_k}, got {k}.")
+        return min(k, available)
+
+    # ------------------------------------------------------------------ tab 3: transcribe and caption
+    def transcribe(self, audio, num_beams=1, max_new_tokens=24):
+        self._require_generator()
+        self.require("audio")
+        inputs = self._audio_inputs(load_audio(audio, self.limits))
+        return self._generate(dict(inputs), num_beams, max_new_tokens)
+
+    def caption(self, image, num_beams=1, max_new_tokens=24):
+        self._require_generator()
+        self.require("image")
+        inputs = self._image_inputs([load_image(image, self.limits)])
+        return self._generate({"pixel_values": inputs["pixel_values"]}, num_beams, max_new_tokens)
+
+    @torch.inference_mode()
+    def _generate(self, inputs, num_beams, max_new_tokens):
+        num_beams, max_new_tokens = int(num_beams), int(max_new_tokens)
+        if not 1 <= num_beams <= self.limits.max_beams:
+            raise DemoInputError(f"Beam size must be between 1 and {self.limits.max_beams}, got {num_beams}.")
+        if not 1 <= max_new_tokens <= self.max_new_tokens:
+            raise DemoInputError(f"Max length must be between 1 and {self.max_new_tokens} tokens, "
+                                 f"got {max_new_tokens}.")
+        decoder = self.config.decoder_config  # a checkpoint of the pre-training head has no generation config
+        ids = self.generator.generate(
+            **inputs, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False,
+            decoder_start_token_id=decoder.decoder_start_token_id, bos_token_id=decoder.bos_token_id,
+            eos_token_id=decoder.eos_token_id, pad_token_id=decoder.pad_token_id)
+        return self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
+
+    # ------------------------------------------------------------------ tab 4: explain
+    @torch.inference_mode()
+    def explain(self, image, caption, layer="mean", size=192):
+        """Cross-attention of each caption word over the image patches, drawn over the image.
+
+        Returns {"words": [...], "maps": [(overlay image, label)], "grids": [(g, g) arrays], "match_score"}.
+        The first map is the [FUSE] token's (the caption as a whole); heads are averaged, and layers too
+        unless `layer` picks one (1-based).
+        """
+        if self.matcher is None:
+            raise DemoInputError("This checkpoint has no matching head, whose cross-attention the maps show.")
+        if self.config.fusion_type != "cross_attention":
+            raise DemoInputError(f"This model fuses by {self.config.fusion_type!r}, which has no "
+                                 "cross-attention to draw.")
+        self.require("image", "text")
+        caption = parse_captions(caption, self.limits)[0]
+        picture = load_image(image, self.limits)
+        text = self._text_inputs([caption])
+        output = self.matcher(input_ids=text["input_ids"], attention_mask=text["attention_mask"],
+                              pixel_values=self._image_inputs([picture])["pixel_values"], output_attentions=True)
+        layers = output.fusion_output.cross_attentions
+        if layer in (None, "mean"):
+            attention = torch.stack([a[0] for a in layers]).float().mean(dim=(0, 1))
+        else:
+            index = int(layer)
+            if not 1 <= index <= len(layers):
+                raise DemoInputError(f"Layer must be 'mean' or 1 to {len(layers)}, got {layer!r}.")
+            attention = layers[index - 1][0].float().mean(0)
+        grids = [_patch_grid(row) for row in self._word_rows(caption, attention)]
+        words = ["[whole caption]"] + self._words(caption)
+        maps = [(heatmap_overlay(picture, grid, size), word) for grid, word in zip(grids, words)]
+        score = output.logits.float().softmax(-1)[0, 1].item()
+        return {"words": words, "maps": maps, "grids": grids, "match_score": score}
+
+    def _word_spans(self, caption):
+        encoding = self.processor.tokenizer(caption, truncation=True, max_length=self.max_text_length)
+        spans = OrderedDict()
+        for position, word in enumerate(encoding.word_ids()):
+            if word is not None:
+                spans.setdefault(word, []).append(position)
+        return encoding, spans
+
+    def _words(self, caption):
+        encoding, spans = self._word_spans(caption)
+        return [caption[slice(*encoding.word_to_chars(word))] for word in spans]
+
+    def _word_rows(self, caption, attention):
+        """The [FUSE] row, then one row per word (its tokens averaged); query position 0 is [FUSE]."""
+        _, spans = self._word_spans(caption)
+        return [attention[0]] + [attention[[1 + p for p in positions]].mean(0) for positions in spans.values()]
+
+    # ------------------------------------------------------------------ tab 4: similarity of a batch
+    def similarity(self, count=6, seed=0):
+        """Cosine similarity of `count` test-split images (columns) and their captions (rows)."""
+        pairs = self.pairs()
+        if pairs is None:
+            raise DemoInputError(f"The similarity matrix needs image-caption pairs from the built-in data, "
+                                 f"which is not available ({self._dataset_error}).")
+        count = int(count)
+        if not 2 <= count <= self.limits.max_batch:
+            raise DemoInputError(f"Batch size must be between 2 and {self.limits.max_batch}, got {count}.")
+        gallery = pairs["gallery"]
+        rows = np.random.default_rng(int(seed)).choice(len(gallery.images), size=min(count, len(gallery.images)),
+                                                       replace=False).tolist()
+        captions = [gallery.captions[i] for i in rows]
+        matrix = (self.embed_texts(captions) @ gallery.embeddings[rows].t()).numpy()
+        images = [gallery.images[i] for i in rows]
+        return {"images": images, "captions": captions, "matrix": matrix,
+                "heatmap": similarity_heatmap(images, captions, matrix)}
+
+    # ------------------------------------------------------------------ galleries and the built-in data
+    def dataset_split(self):
+        """The built-in data's split (default "test") the checkpoint was trained with, or None."""
+        with self._lock:
+            if self._dataset is None and self._dataset_error is None:
+                try:
+                    self._dataset = _load_split(self._data_location(), self.split,
+                                                (self.training_config.get("data") or {}).get("build_args") or {})
+                except (FileNotFoundError, KeyError, ValueError) as error:
+                    self._dataset_error = str(error)
+                except ImportError as error:  # the built-in data needs `datasets`
+                    self._dataset_error = f"{error}; pip install 'xmodal[train]'"
+            return self._dataset
+
+    def _data_location(self):
+        if self.data_path is not None:
+            return Path(self.data_path)
+        configured = (self.training_config.get("data") or {}).get("path")
+        if not configured:
+            raise FileNotFoundError(f"{self.model_dir} has no training_config.yaml naming its data; pass a data path")
+        candidates = [Path(configured)] + [parent / configured for parent in self.model_dir.resolve().parents[:3]]
+        return next((path for path in candidates if path.exists()), candidates[0])
+
+    def pairs(self):
+        """The split as a captioned gallery plus its unique captions (the caption search pool), or None."""
+        with self._lock:
+            if self._pairs is None:
+                split = self.dataset_split()
+                if split is None or "caption" not in split.column_names:
+                    return None
+                rows = split.select(range(min(len(split), self.limits.max_gallery)))
+                images = [image.convert("RGB") for image in rows["image"]]
+                captions = list(rows["caption"])
+                gallery = Gallery(f"{self.split} split", images, captions, captions, self.embed_images(images))
+                pool = list(dict.fromkeys(captions))
+                self._pairs = {"gallery": gallery, "pool": pool, "pool_embeddings": self.embed_texts(pool)}
+            return self._pairs
+
+    def default_gallery(self):
+        """The gallery folder given at start, else the test split; DemoInputError when there is neither."""
+        with self._lock:
+            if self._default_gallery is None:
+                if self.gallery_dir is not None:
+                    paths = sorted(p for p in Path(self.gallery_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+                    if not paths:
+                        raise DemoInputError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in {self.gallery_dir}.")
+                    paths = paths[: self.limits.max_gallery]
+                    self._default_gallery = self._folder_gallery(str(self.gallery_dir), paths)
+                elif self.pairs() is not None:
+                    self._default_gallery = self.pairs()["gallery"]
+                else:
+                    raise DemoInputError(f"No gallery to search: upload images to search, or start the demo with "
+                                         f"--gallery DIR or the built-in data ({self._dataset_error}).")
+            return self._default_gallery
+
+    def gallery_from_files(self, paths):
+        """A gallery of uploaded images, cached by content (the same upload is embedded once)."""
+        paths = [Path(p) for p in paths]
+        if len(paths) > self.limits.max_upload_files:
+            raise DemoInputError(f"{len(paths)} files uploaded; a gallery holds at most "
+                                 f"{self.limits.max_upload_files}.")
+        digest = hashlib.sha1()
+        for path in paths:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        key = digest.hexdigest()
+        with self._lock:
+            if key not in self._galleries:
+                self._galleries[key] = self._folder_gallery(f"{len(paths)} uploaded images", paths)
+                while len(self._galleries) > 4:
+                    self._galleries.popitem(last=False)
+            self._galleries.move_to_end(key)
+            return self._galleries[key]
+
+    def _folder_gallery(self, name, paths):
+        images = [load_image(path, self.limits) for path in paths]
+        return Gallery(name, images, [Path(p).name for p in paths], None, self.embed_images(images))
+
+    def examples(self, count=3):
+        """Up to `count` test-split samples written to files, for the app's examples: dicts with
+        "image" and "audio" paths, "caption", and "distractors" (other captions)."""
+        split = self.dataset_split()
+        if split is None or len(split) < 2:
+            return []
+        folder = Path(tempfile.mkdtemp(prefix="xmodal-demo-examples-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        rows = split.select(range(min(count, len(split))))
+        others = list(dict.fromkeys(split.select(range(min(len(split), 50)))["caption"]))
+        examples = []
+        for index, row in enumerate(rows):
+            image_path = folder / f"example_{index}.png"
+            row["image"].convert("RGB").save(image_path)
+            audio_path = None
+            if row.get("audio"):  # encoded bytes (WAV or FLAC, depending on the build)
+                import soundfile
+
+                kind = soundfile.info(io.BytesIO(row["audio"])).format.lower()
+                audio_path = folder / f"example_{index}.{kind}"
+                audio_path.write_bytes(row["audio"])
+            distractors = [c for c in others if c != row["caption"]][index: index + 2]
+            examples.append({"image": str(image_path), "audio": str(audio_path) if audio_path else None,
+                             "caption": row["caption"], "distractors": distractors})
+        return examples
+
+    def warm_up(self):
+        """Embeds the default gallery and caption pool now, so that the first search does not wait for it."""
+        try:
+            self.pairs()
+            self.default_gallery()
+        except DemoInputError:
+            pass
+
+    # ------------------------------------------------------------------ tab 5: the model card
+    def model_info(self):
+        """Card text (without front matter), metrics, parameter counts, config, data credits, curve path."""
+        card_path = self.model_dir / "README.md"
+        card = card_path.read_text() if card_path.is_file() else ""
+        body = re.sub(r"\A---\n.*?\n---\n", "", card, flags=re.S)
+        body = re.sub(r"!\[[^\]]*\]\([^)]*\)\n?", "", body)  # pictures are shown beside the card, not in it
+        credits = re.search(r"^## Data\s*\n(.*?)(?=^## |\Z)", body, flags=re.S | re.M)
+        if credits:  # shown under its own heading
+            body = body.replace(credits.group(0), "")
+        metrics = {}
+        for name in ("metrics.json", *sorted(p.name for p in self.model_dir.glob("eval_*.json"))):
+            path = self.model_dir / name
+            if path.is_file():
+                values = json.loads(path.read_text())
+                prefix = "" if name == "metrics.json" else f"{path.stem[5:]}/"
+                metrics.update({prefix + k: v for k, v in values.items() if isinstance(v, (int, float))})
+        curve = self.model_dir / "training_curve.png"
+        return {"card": body.strip() or f"(no model card in {self.model_dir})", "metrics": metrics,
+                "parameters": self.parameter_counts(), "config": json.loads(self.config.to_json_string()),
+                "data_credits": credits.group(1).strip() if credits else _default_credits(),
+                "curve": str(curve) if curve.is_file() else None, "model_dir": str(self.model_dir),
+                "heads": {"matching": self.matcher is not None, "generation": self.generator is not None}}
+
+    def parameter_counts(self):
+        """Parameters per part of the model, counting tied weights once."""
+        parts = {"text tower": (self.base, "text_model"), "vision tower": (self.base, "vision_model"),
+                 "audio tower": (self.base, "audio_model"), "fusion": (self.matcher or self.generator, "fusion"),
+                 "matching head": (self.matcher, "itm_head"), "text decoder": (self.generator, "decoder")}
+        counts = {name: _count(getattr(model, attribute, None)) for name, (model, attribute) in parts.items()
+                  if model is not None and getattr(model, attribute, None) is not None}
+        towers = sum(counts.get(name, 0) for name in ("text tower", "vision tower", "audio tower"))
+        counts["projections and logit scale"] = _count(self.base) - towers
+        generator = self.generator
+        if generator is not None and generator.lm_head.weight is not generator.decoder.embed_tokens.weight:
+            counts["LM head"] = _count(generator.lm_head)
+        counts["total"] = sum(counts.values())
+        return counts
+
+
+def _count(module):
+    return 0 if module is None else sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
+
+
+def _default_credits():
+    try:
+        from xmodal.trainers.checkpointing import DATA_CREDITS
+
+        return DATA_CREDITS
+    except ImportError:
+        return "See the model card of the checkpoint for the data it was trained on."
+
+
+def _load_split(path, split, build_args):
+    """One split of a saved dataset folder; with several scene builds in `path`, the one built with `build_args`."""
+    from datasets import load_from_disk
+
+    path = Path(path)
+    if not (path / "dataset_dict.json").is_file():
+        builds = sorted(p.parent for p in path.glob("*/build_params.json")) if path.is_dir() else []
+        chosen = [b for b in builds if all(json.loads((b / "build_params.json").read_text())["params"].get(k) == v
+                                           for k, v in build_args.items() if k not in ("num_proc", "progress"))]
+        if not chosen:
+            raise FileNotFoundError(f"no built dataset at {path} (build it with `xmodal data build --out {path}`)")
+        path = chosen[0]
+    dataset = load_from_disk(str(path))
+    if split not in dataset:
+        raise KeyError(f"the dataset at {path} has no {split!r} split (it has {sorted(dataset)})")
+    return dataset[split]
+
+
+def _patch_grid(row):
+    """An attention row over image tokens as a square (g, g) grid; a leading class token is dropped."""
+    values = row.float().numpy()
+    for tokens in (values[1:], values):
+        side = int(round(len(tokens) ** 0.5))
+        if side * side == len(tokens) and side > 0:
+            return tokens.reshape(side, side)
+    raise DemoInputError(f"The image tower gives {len(values)} tokens, which do not form a square grid to draw.")
+
+
+__all__ = ["DEFAULT_MODEL_DIR", "Gallery", "Predictor", "resolve_model_dir"]

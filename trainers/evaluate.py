@@ -1,0 +1,204 @@
+"""`xmodal eval --model DIR`: scores a saved checkpoint on a split of its data.
+
+- retrieval: recall@1/5/10 in both directions for every modality pair (XModalModel);
+- matching: accuracy and ROC-AUC of the match head on positive pairs and as many mismatched pairs;
+- generation: character and word error rates of generated captions (images) and transcripts (speech);
+- classification: accuracy of a sequence-classification head.
+
+Every head loads from the same checkpoint with `from_pretrained` (the weight names are shared), so
+a pre-training checkpoint is scored on all of them. Results go to JSON and to a Markdown table.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from .config import ConfigError, RunConfig, load_config
+from .data import XModalDataCollator, encode_split, load_raw_dataset, select_split
+from .metrics import caption_relevance, classification_accuracy, error_rates, matching_metrics, retrieval_metrics
+
+
+def _weights_have(folder, prefix):
+    """Whether a checkpoint has parameters under `prefix` (e.g. the matching head or the decoder)."""
+    from safetensors import safe_open
+
+    files = list(Path(folder).glob("*.safetensors"))
+    for file in files:
+        with safe_open(str(file), "pt") as handle:
+            if any(key.startswith(prefix) for key in handle.keys()):
+                return True
+    return False
+
+
+def _batches(dataset, indices, batch_size, collator):
+    for start in range(0, len(indices), batch_size):
+        yield collator([dataset[i] for i in indices[start:start + batch_size]])
+
+
+def _relevance(dataset):
+    """Retrieval ground truth from the captions when the data has them (see `caption_relevance`)."""
+    captions = dataset.metadata.get("caption")
+    if captions is None:
+        return None
+    return caption_relevance(captions, dataset.metadata.get("captions") or [[c] for c in captions])
+
+
+@torch.no_grad()
+def embed_all(model, dataset, batch_size, collator):
+    """L2-normalised embeddings of every modality in the dataset, row i = sample i."""
+    from .loop import _embed
+
+    embeds = {}
+    for batch in _batches(dataset, list(range(len(dataset))), batch_size, collator):
+        for modality, vectors in _embed(model, batch).items():
+            embeds.setdefault(modality, []).append(vectors)
+    return {m: F.normalize(torch.cat(v), dim=-1) for m, v in embeds.items()}
+
+
+@torch.no_grad()
+def matching_scores(model, dataset, pair, batch_size, collator, seed=0):
+    """Match probabilities for every sample with its own partner and with a random other sample's."""
+    keys = {"text": ("input_ids", "attention_mask"), "image": ("pixel_values",),
+            "audio": ("input_features", "feature_attention_mask")}
+    count = len(dataset)
+    generator = torch.Generator().manual_seed(seed)
+    shift = torch.randint(1, max(count, 2), (count,), generator=generator)
+    partners = (torch.arange(count) + shift) % count
+    relevant = _relevance(dataset)
+    describes = relevant("text", "image") if relevant is not None else None
+    scores, labels = [], []
+    for negative in (False, True):
+        for start in range(0, count, batch_size):
+            rows = list(range(start, min(start + batch_size, count)))
+            first = collator([dataset[i] for i in rows])
+            second_rows = [int(partners[i]) for i in rows] if negative else rows
+            second = first if not negative else collator([dataset[i] for i in second_rows])
+            inputs = {k: first[k] for k in keys[pair[0]] if k in first}
+            inputs.update({k: second[k] for k in keys[pair[1]] if k in second})
+            probability = model(**inputs).logits.float().softmax(-1)[:, 1]
+            # A "negative" whose caption happens to be true of the other scene is a positive.
+            labels += [int(not negative or (describes is not None and bool(describes[j, i] or describes[i, j])))
+                       for i, j in zip(rows, second_rows)]
+            scores += probability.tolist()
+    return scores, labels
+
+
+def generation_token_ids(config):
+    """The decoder's special tokens, which a checkpoint saved from the pre-training head has no
+    generation config for."""
+    decoder = config.decoder_config
+    return {"decoder_start_token_id": decoder.decoder_start_token_id, "bos_token_id": decoder.bos_token_id,
+            "eos_token_id": decoder.eos_token_id, "pad_token_id": decoder.pad_token_id}
+
+
+@torch.no_grad()
+def generate_texts(model, dataset, source, count, batch_size, collator, tokenizer, evaluation):
+    """Generated captions (source "image") or transcripts (source "audio") for the first `count` samples."""
+    keys = {"image": ("pixel_values",), "audio": ("input_features", "feature_attention_mask")}[source]
+    texts = []
+    for batch in _batches(dataset, list(range(count)), batch_size, collator):
+        inputs = {k: batch[k] for k in keys if k in batch}
+        ids = model.generate(**inputs, **generation_token_ids(model.config), do_sample=False,
+                             max_new_tokens=evaluation.max_new_tokens, num_beams=evaluation.num_beams)
+        texts += tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return texts
+
+
+@torch.no_grad()
+def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_samples=None):
+    """All metrics that apply to the checkpoint in `model_dir`; `config` defaults to its training_config.yaml."""
+    import xmodal
+    from xmodal.processing import XModalProcessor
+
+    model_dir = Path(model_dir)
+    if config is None:
+        config_file = model_dir / "training_config.yaml"
+        config = load_config(config_file) if config_file.is_file() else RunConfig()
+    if data_path is not None:
+        config.data.path = str(data_path)
+    evaluation = config.evaluation
+    split_name = split or evaluation.split
+    max_samples = max_samples if max_samples is not None else evaluation.max_samples
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(f"No model at {model_dir}: expected config.json and model.safetensors "
+                          "(a LoRA run keeps its merged model in <dir>/merged).")
+    processor = XModalProcessor.from_pretrained(model_dir)
+    model_config = xmodal.XModalConfig.from_pretrained(model_dir)
+    modalities = [m for m in config.data.modalities if m in model_config.modalities]
+    raw = load_raw_dataset(config.data)
+    dataset = encode_split(select_split(raw, split_name, max_samples), processor, config.data, config.task,
+                           modalities, cache_dir=Path(config.data.path) / ".xmodal_cache")
+    collator = XModalDataCollator(processor, config.data, config.task, modalities)
+    batch_size = evaluation.batch_size
+    metrics = {"split": split_name, "samples": len(dataset)}
+
+    if len(modalities) > 1 and config.task in ("pretraining", "contrastive"):  # the heads that train the space
+        model = xmodal.XModalModel.from_pretrained(model_dir).eval()
+        embeds = embed_all(model, dataset, batch_size, collator)
+        metrics.update(retrieval_metrics(embeds, ks=tuple(evaluation.recall_at), relevant=_relevance(dataset)))
+        del model
+
+    if _weights_have(model_dir, "itm_head") and len(modalities) > 1:
+        model = xmodal.XModalForMatching.from_pretrained(model_dir).eval()
+        if config.task == "matching" and "labels" in dataset.tensors:
+            logits = torch.cat([model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+                                for batch in _batches(dataset, list(range(len(dataset))), batch_size, collator)])
+            metrics.update(matching_metrics(logits.softmax(-1)[:, 1].numpy(), dataset.tensors["labels"].numpy()))
+        else:
+            for pair in (("image", "text"), ("audio", "text")):
+                if set(pair) <= set(modalities):
+                    scores, labels = matching_scores(model, dataset, pair, batch_size, collator,
+                                                     evaluation.matching_negatives_seed)
+                    metrics.update({f"{pair[0]}_text_{k}": v for k, v in matching_metrics(scores, labels).items()})
+        del model
+
+    if model_config.decoder_config is not None and _weights_have(model_dir, "decoder.") and "caption" in dataset.metadata:
+        model = xmodal.XModalForConditionalGeneration.from_pretrained(model_dir).eval()
+        count = min(len(dataset), evaluation.generation_samples or len(dataset))
+        references = dataset.metadata["caption"][:count]
+        for source, prefix in (("image", "caption_"), ("audio", "speech_to_text_")):
+            if source in modalities:
+                hypotheses = generate_texts(model, dataset, source, count, batch_size, collator,
+                                            processor.tokenizer, evaluation)
+                metrics.update(error_rates(references, hypotheses, prefix=prefix))
+                metrics[f"{prefix}examples"] = [{"reference": r, "generated": h}
+                                                for r, h in list(zip(references, hypotheses))[:3]]
+        del model
+
+    if config.task == "classification" and "labels" in dataset.tensors:
+        model = xmodal.XModalForSequenceClassification.from_pretrained(model_dir).eval()
+        logits = torch.cat([model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+                            for batch in _batches(dataset, list(range(len(dataset))), batch_size, collator)])
+        metrics.update(classification_accuracy(logits, dataset.tensors["labels"]))
+    return metrics
+
+
+def scalar_metrics(metrics):
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+
+
+def print_metrics(metrics, title="Metrics"):
+    from .checkpointing import metrics_markdown
+
+    print(f"\n{title}\n{metrics_markdown(scalar_metrics(metrics))}\n", flush=True)
+
+
+def write_metrics(metrics, folder, name):
+    """`<name>.json` (everything) and `<name>.md` (the table of numbers) in `folder`."""
+    from .checkpointing import metrics_markdown
+
+    folder = Path(folder)
+    (folder / f"{name}.json").write_text(json.dumps(metrics, indent=2))
+    (folder / f"{name}.md").write_text(metrics_markdown(scalar_metrics(metrics)) + "\n")
+
+
+def main(args):
+    config = load_config(args.config) if args.config else None
+    metrics = evaluate_checkpoint(args.model, config=config, split=args.split, data_path=args.data_path,
+                                  max_samples=args.max_samples)
+    output = Path(args.output_dir or args.model)
+    write_metrics(metrics, output, f"eval_{metrics['split']}")
+    print_metrics(metrics, title=f"{args.model} on {metrics['split']} (written to {output}/eval_{metrics['split']}.json)")
+    return 0

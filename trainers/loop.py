@@ -1,0 +1,500 @@
+"""`train(config)`: the Accelerate training loop, and what it needs (data, model, optimizer, schedule).
+
+One function owns the loop: `prepare`, `accumulate`, `backward`, clip, step, evaluate with
+`gather_for_metrics`, `save_state`; `--resume` is `load_state` + `skip_first_batches`. The data
+order depends only on (seed, epoch), and the RNG states travel in the checkpoint, so a resumed run
+ends with the same weights as an uninterrupted one.
+"""
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import checkpointing
+from .config import TASKS, save_config
+from .data import (
+    EpochShuffleSampler,
+    XModalDataCollator,
+    configure_tokens,
+    encode_split,
+    forward_argument_names,
+    load_raw_dataset,
+    make_processor,
+    make_tokenizer,
+    select_split,
+)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being a finite number."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written; the previous one is intact."""
+
+
+# ----------------------------------------------------------------------------- building blocks
+def bf16_supported():
+    """bf16 autocast pays off on CUDA with bf16 support and on CPUs with AMX or AVX512-BF16."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    return bool(cpu and (cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported()))
+
+
+def resolve_precision(choice):
+    if choice == "auto":
+        return "bf16" if bf16_supported() else "no"
+    return choice
+
+
+def parameter_groups(model, weight_decay):
+    """AdamW groups: decay on matrices only; none on norms, biases, the temperature and logit bias (all < 2-D)."""
+    decay, no_decay = [], []
+    for _, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(warmup_steps, total_steps, min_ratio=0.0):
+    """Multiplier of the peak learning rate: linear warmup, then cosine decay to `min_ratio`."""
+
+    def schedule(step):
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return schedule
+
+
+def model_class(task):
+    import xmodal
+
+    return getattr(xmodal, TASKS[task][0])
+
+
+def build_model(config, tokenizer):
+    """The task's model: from `training.pretrained` if set, else fresh from `config.model`."""
+    from xmodal import XModalConfig
+
+    cls = model_class(config.task)
+    attention = config.training.attn_implementation
+    if config.training.pretrained:
+        return cls.from_pretrained(config.training.pretrained, attn_implementation=attention)
+    kwargs = configure_tokens(config.model, tokenizer, config.data)
+    model_config = XModalConfig(**kwargs)
+    torch.manual_seed(config.training.seed)
+    return cls._from_config(model_config, attn_implementation=attention)
+
+
+@dataclass
+class TrainingProgress:
+    """What the loop has done; saved with every training state."""
+
+    step: int = 0  # optimizer steps
+    micro_step: int = 0  # batches consumed
+    samples: int = 0
+    history: list = field(default_factory=list)
+
+    def state_dict(self):
+        return {"step": self.step, "micro_step": self.micro_step, "samples": self.samples, "history": self.history}
+
+    def load_state_dict(self, state):
+        self.__dict__.update(state)
+
+
+@dataclass
+class PreparedData:
+    tokenizer: object
+    processor: object
+    train: object
+    eval: object
+    collator: object
+
+
+def prepare_data(config, accelerator, processor_dir, resume=False):
+    """Dataset -> tokenizer/processor -> encoded splits. The main process makes the processor and saves it;
+    the other processes, and a resumed run, load that one, so every process encodes alike."""
+    from xmodal.processing import XModalProcessor
+
+    data = config.data
+    raw = load_raw_dataset(data)
+    saved = (Path(processor_dir) / "processor_config.json").is_file()
+    if config.training.pretrained:
+        processor = XModalProcessor.from_pretrained(config.training.pretrained)
+    elif saved and (resume or not accelerator.is_main_process):
+        processor = XModalProcessor.from_pretrained(processor_dir)
+    else:
+        tokenizer = make_tokenizer(data, select_split(raw, data.train_split))
+        from xmodal import XModalConfig
+
+        model_config = XModalConfig(**configure_tokens(config.model, tokenizer, data))
+        processor = make_processor(data, model_config, tokenizer)
+        if accelerator.is_main_process:
+            with checkpointing.atomic_folder(processor_dir) as staging:
+                processor.save_pretrained(staging)
+    cache = Path(data.path) / ".xmodal_cache"
+    report = _encoding_report(accelerator)
+    train = encode_split(select_split(raw, data.train_split, data.max_train_samples), processor, data, config.task,
+                         data.modalities, cache, progress=report("train"))
+    evaluation = None
+    if data.eval_split:
+        evaluation = encode_split(select_split(raw, data.eval_split, data.max_eval_samples), processor, data,
+                                  config.task, data.modalities, cache, progress=report(data.eval_split))
+    collator = XModalDataCollator(processor, data, config.task, data.modalities,
+                                  forward_names=forward_argument_names(model_class(config.task)))
+    return PreparedData(processor.tokenizer, processor, train, evaluation, collator)
+
+
+def _encoding_report(accelerator):
+    def for_split(name):
+        def report(done, total):
+            if accelerator.is_main_process and (done == total or done % 2048 < 256):
+                print(f"  encoding {name}: {done}/{total}", file=sys.stderr, flush=True)
+
+        return report
+
+    return for_split
+
+
+# ----------------------------------------------------------------------------- the loop
+def make_accelerator(training, output_dir):
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
+
+    trackers = [t for t in training.report_to if t != "none"]
+    if "tensorboard" in trackers:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            print("TensorBoard is not installed (pip install 'xmodal[train]'); not logging to it.", file=sys.stderr)
+            trackers.remove("tensorboard")
+    return Accelerator(
+        mixed_precision=resolve_precision(training.mixed_precision),
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=training.gradient_accumulation_steps, sync_with_dataloader=False),
+        # `batch_size` is global: each of N processes gets batch_size / N rows of every batch.
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(Path(output_dir) / "logs")),
+    )
+
+
+def _reset_accelerate_state():
+    """Lets one process run `train` more than once (tests, notebooks) with different settings."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    if "LOCAL_RANK" not in os.environ:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+
+def _set_threads(training, accelerator):
+    if accelerator.device.type == "cpu":
+        threads = training.num_threads or max(1, (os.cpu_count() or 1) // accelerator.num_processes)
+        torch.set_num_threads(threads)
+
+
+def train(config, resume=False, command=None):
+    """Trains as `config` says; writes `<output_dir>/model` and returns the final metrics."""
+    from accelerate import skip_first_batches
+    from accelerate.utils import set_seed
+
+    training = config.training
+    output_dir = Path(training.output_dir)
+    _reset_accelerate_state()
+    accelerator = make_accelerator(training, output_dir)
+    _set_threads(training, accelerator)
+    if training.batch_size % accelerator.num_processes:
+        raise ValueError(f"training.batch_size={training.batch_size} must be divisible by the "
+                         f"{accelerator.num_processes} processes.")
+    set_seed(training.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    with accelerator.main_process_first():
+        data = prepare_data(config, accelerator, output_dir / "processor", resume)
+    model = build_model(config, data.tokenizer)
+    if config.lora.enabled:
+        from .lora import apply_lora
+
+        model = apply_lora(model, config.lora, config.task)
+    optimizer = torch.optim.AdamW(parameter_groups(model, training.weight_decay), lr=training.learning_rate,
+                                  betas=(training.adam_beta1, training.adam_beta2), eps=training.adam_epsilon)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(training.warmup_steps, training.max_steps, training.min_learning_rate_ratio))
+    sampler = EpochShuffleSampler(len(data.train), training.seed)
+    # The loader's own generator: creating an iterator draws a seed from it, and drawing from the global
+    # RNG instead would shift the model's random draws (hard negatives, dropout) after a mid-epoch resume.
+    train_loader = torch.utils.data.DataLoader(data.train, batch_size=training.batch_size, sampler=sampler,
+                                               drop_last=True, collate_fn=data.collator,
+                                               generator=torch.Generator().manual_seed(training.seed))
+    if len(train_loader) == 0:
+        raise ValueError(f"training.batch_size={training.batch_size} is larger than the {len(data.train)} "
+                         "training samples.")
+    eval_loader = None
+    if data.eval is not None:
+        eval_batch = max(accelerator.num_processes, config.evaluation.batch_size // accelerator.num_processes
+                         * accelerator.num_processes)
+        eval_loader = torch.utils.data.DataLoader(data.eval, batch_size=eval_batch, collate_fn=data.collator)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    if eval_loader is not None:
+        eval_loader = accelerator.prepare(eval_loader)
+    progress = TrainingProgress()
+    accelerator.register_for_checkpointing(scheduler, progress)
+    if resume:
+        state = checkpointing.latest_state(output_dir)
+        if state is None:
+            accelerator.print(f"--resume: no training state under {output_dir / 'checkpoints'}; starting afresh.")
+        else:
+            accelerator.load_state(str(state))
+            accelerator.print(f"Resumed from {state} (step {progress.step}).")
+    if accelerator.is_main_process:
+        save_config(config, output_dir / "training_config.yaml")
+    accelerator.init_trackers("xmodal", config=_flat_hparams(config))
+
+    bar = _progress_bar(accelerator, training, progress.step)
+    window = LossWindow()
+    start = time.perf_counter()
+    last_time, last_samples = start, progress.samples
+    model.train()
+    while progress.step < training.max_steps:
+        epoch, offset = divmod(progress.micro_step, len(train_loader))
+        loader = skip_first_batches(train_loader, offset) if offset else train_loader
+        # The prepared loader hands its own epoch counter to the sampler when iterated; a resumed run
+        # (and the skipping loader) must see the epoch of the batches it continues with.
+        loader.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        for batch in loader:
+            with accelerator.accumulate(model):
+                outputs = model(**batch)
+                _stop_if_not_finite(accelerator, outputs.loss, progress, output_dir)
+                accelerator.backward(outputs.loss)
+                grad_norm = None
+                if accelerator.sync_gradients and training.max_grad_norm:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), training.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            progress.micro_step += 1
+            progress.samples += training.batch_size
+            window.add(outputs)
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            progress.step += 1
+            if bar is not None:
+                bar.update(1)
+            if progress.step % training.log_every == 0 or progress.step == training.max_steps:
+                now = time.perf_counter()
+                logs = window.reduce(accelerator)
+                logs.update(lr=scheduler.get_last_lr()[0], samples_per_second=(progress.samples - last_samples)
+                            / max(now - last_time, 1e-9))
+                if grad_norm is not None:
+                    logs["grad_norm"] = float(grad_norm)
+                last_time, last_samples = now, progress.samples
+                progress.history.append({"step": progress.step, **logs})
+                accelerator.log(logs, step=progress.step)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{logs['loss']:.4f}", samples_s=f"{logs['samples_per_second']:.0f}")
+                else:
+                    accelerator.print(f"step {progress.step}/{training.max_steps}: loss={logs['loss']:.4f} "
+                                      f"samples/s={logs['samples_per_second']:.0f}", flush=True)
+            if eval_loader is not None and training.eval_every and progress.step % training.eval_every == 0:
+                metrics = validate(model, eval_loader, accelerator, config)
+                progress.history.append({"step": progress.step, **metrics})
+                accelerator.log(metrics, step=progress.step)
+                accelerator.print(f"step {progress.step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+            if training.save_every and progress.step % training.save_every == 0:
+                save_training_state(accelerator, output_dir, progress.step, training.save_total_limit)
+            if progress.step >= training.max_steps:
+                break
+    if bar is not None:
+        bar.close()
+    train_seconds = time.perf_counter() - start
+    accelerator.wait_for_everyone()
+    # Sharded models (FSDP, DeepSpeed) gather their full weights with every process taking part.
+    state_dict = accelerator.get_state_dict(model) if _is_sharded(accelerator) else None
+    metrics = {}
+    if accelerator.is_main_process:
+        metrics = finish(accelerator.unwrap_model(model), data.processor, config, progress, train_seconds, command,
+                         state_dict=state_dict)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return metrics
+
+
+class LossWindow:
+    """Sums of the loss parts over the batches since the last log line."""
+
+    def __init__(self):
+        self.sums, self.count = {}, 0
+
+    def add(self, outputs):
+        for name, value in outputs.items():
+            if name.endswith("loss") and value is not None:
+                self.sums[name] = self.sums.get(name, 0.0) + value.detach().float()
+        self.count += 1
+
+    def reduce(self, accelerator):
+        names = sorted(self.sums)
+        values = torch.stack([self.sums[n] for n in names]) / self.count
+        values = accelerator.reduce(values.to(accelerator.device), reduction="mean")
+        self.sums, self.count = {}, 0
+        return {name: float(v) for name, v in zip(names, values)}
+
+
+def _stop_if_not_finite(accelerator, loss, progress, output_dir):
+    """Stops every process together when any of them has a NaN/inf loss; nothing more is saved."""
+    bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=loss.device)
+    if float(accelerator.reduce(bad, reduction="sum")) > 0:
+        last = checkpointing.latest_state(output_dir)
+        kept = f"The last good training state is {last} (continue with --resume)." if last else (
+            "No training state was saved before it (set training.save_every to keep some).")
+        raise TrainingDiverged(
+            f"The loss became {float(loss.detach())} at optimizer step {progress.step + 1} "
+            f"(batch {progress.micro_step + 1}); training stopped without saving. {kept} Try a lower "
+            "training.learning_rate, more training.warmup_steps or training.mixed_precision: no.")
+
+
+def save_training_state(accelerator, output_dir, step, keep):
+    """`save_state` into a temporary folder, renamed into place when every process has written its part."""
+    final = checkpointing.state_folder(output_dir, step)
+    staging = final.with_name(f".{final.name}.tmp")
+    if accelerator.is_main_process:
+        checkpointing.shutil.rmtree(staging, ignore_errors=True)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(staging))
+    except Exception as error:
+        checkpointing.shutil.rmtree(staging, ignore_errors=True)
+        previous = checkpointing.latest_state(output_dir)
+        raise CheckpointError(f"Saving the training state at step {step} to {final} failed ({error}); "
+                              f"the previous state {previous} is intact.") from error
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        checkpointing.replace_folder(staging, final)
+        checkpointing.prune_states(output_dir, keep)
+    accelerator.wait_for_everyone()
+
+
+def _progress_bar(accelerator, training, initial):
+    if not (training.progress_bar and accelerator.is_main_process):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=training.max_steps, initial=initial, desc="train", dynamic_ncols=True, mininterval=1.0)
+
+
+def _flat_hparams(config):
+    flat = {}
+    for section, values in config.to_dict().items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                flat[f"{section}.{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+        else:
+            flat[section] = values
+    return flat
+
+
+# ----------------------------------------------------------------------------- validation and the end
+@torch.no_grad()
+def validate(model, loader, accelerator, config):
+    """Validation loss and, for models with a contrastive space, retrieval R@1 over the whole split."""
+    from .metrics import retrieval_metrics
+
+    was_training = model.training
+    model.eval()
+    # Under FSDP the towers' weights are sharded outside the model's own forward: score the loss only.
+    base = None
+    if config.task in ("pretraining", "contrastive") and not _is_sharded(accelerator):
+        base = _contrastive_base(accelerator.unwrap_model(model))
+    losses, embeds = [], {}
+    with torch.random.fork_rng(devices=[]), accelerator.autocast():
+        for batch in loader:
+            outputs = model(**batch)
+            rows = next(v for k, v in batch.items() if torch.is_tensor(v)).shape[0]
+            losses.append(accelerator.gather_for_metrics(outputs.loss.detach().float().repeat(rows)))
+            if base is not None:
+                for modality, vector in _embed(base, batch).items():
+                    embeds.setdefault(modality, []).append(accelerator.gather_for_metrics(vector.float()))
+    model.train(was_training)
+    metrics = {"eval_loss": float(torch.cat(losses).mean())}
+    if len(embeds) > 1:
+        recalls = retrieval_metrics({m: torch.cat(v) for m, v in embeds.items()}, ks=(1,))
+        metrics.update({f"eval_{k}": v for k, v in recalls.items()})
+    return metrics
+
+
+def _contrastive_base(model):
+    from xmodal import XModalModel
+
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if isinstance(model, XModalModel):
+        return model
+    return getattr(model, "xmodal", None)
+
+
+def _embed(base, batch):
+    from torch.nn import functional as F
+
+    embeds = {}
+    if "input_ids" in batch:
+        embeds["text"] = base.get_text_features(batch["input_ids"], batch.get("attention_mask")).pooler_output
+    if "pixel_values" in batch:
+        embeds["image"] = base.get_image_features(batch["pixel_values"]).pooler_output
+    if "input_features" in batch:
+        embeds["audio"] = base.get_audio_features(batch["input_features"],
+                                                  batch.get("feature_attention_mask")).pooler_output
+    return {m: F.normalize(v.float(), dim=-1) for m, v in embeds.items()}
+
+
+def _is_sharded(accelerator):
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def finish(model, processor, config, progress, train_seconds, command, state_dict=None):
+    """Writes `<output_dir>/model` (weights, config, processor, card, curve, metrics) atomically; evaluates it."""
+    from .evaluate import evaluate_checkpoint, print_metrics, scalar_metrics, write_metrics
+
+    output_dir = Path(config.training.output_dir)
+    target = output_dir / "model"
+    num_parameters = sum(p.numel() for p in model.parameters())
+    command = command or f"xmodal train --config {output_dir / 'training_config.yaml'}"
+    with checkpointing.atomic_folder(target) as staging:
+        if config.lora.enabled:
+            model.save_pretrained(staging)  # adapter_model.safetensors + adapter_config.json
+            merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+            merged.save_pretrained(staging / "merged")
+            processor.save_pretrained(staging / "merged")
+            save_config(config, staging / "merged" / "training_config.yaml")
+        else:
+            model.save_pretrained(staging, state_dict=state_dict)
+        processor.save_pretrained(staging)
+        save_config(config, staging / "training_config.yaml")
+        metrics = {}
+        if config.evaluation.split:
+            metrics = evaluate_checkpoint(staging / "merged" if config.lora.enabled else staging, config=config)
+            for split in config.evaluation.extra_splits:
+                extra = evaluate_checkpoint(staging / "merged" if config.lora.enabled else staging, config=config,
+                                            split=split)
+                metrics.update({f"{split}/{k}": v for k, v in extra.items() if k != "split"})
+        if metrics:
+            metrics["train_minutes"] = round(train_seconds / 60, 2)
+        checkpointing.plot_training_curve(progress.history, staging / "training_curve.png")
+        checkpointing.write_model_card(staging, config, scalar_metrics(metrics), train_seconds, num_parameters,
+                                       command)
+        write_metrics(metrics, staging, "metrics")
+    if metrics:
+        print_metrics(metrics, title=f"Final metrics ({config.evaluation.split} split) -> {target}")
+    else:
+        print(f"Saved {target} (no evaluation: evaluation.split is empty)")
+    return metrics
