@@ -253,7 +253,7 @@ def scene_features():
 
 def _png(image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=3)  # 40% faster than the default 6, 3% larger
+    image.save(buffer, format="PNG", compress_level=1)  # 2x faster than the default 6; 5 KB, not 4
     return buffer.getvalue()
 
 
@@ -341,9 +341,8 @@ def build_scene_dataset(
     if audio_format not in AUDIO_FORMATS:
         raise ValueError(f"audio_format must be one of {AUDIO_FORMATS}, got {audio_format!r}")
     folder = Path(output_dir if output_dir is not None else default_cache_dir()) / _folder_name(params)
-    if (folder / "build_params.json").is_file():
-        if json.loads((folder / "build_params.json").read_text())["params"] == params:
-            return load_scene_dataset(folder)
+    if _is_build_of(folder, params):
+        return load_scene_dataset(folder)
     started = time.perf_counter()
     plan = plan_scenes(seed=seed, num_emoji=num_emoji, image_size=image_size,
                        sizes={split: params[f"num_{split}"] for split in SPLITS})
@@ -354,18 +353,23 @@ def build_scene_dataset(
     try:
         with _datasets_progress(progress):
             dataset = _write_splits(plan, staging, image_size, with_speech, audio_format, num_proc, progress)
-            total, elapsed = sum(map(len, plan.values())), time.perf_counter() - started
-            stats = {"seconds": round(elapsed, 1), "scenes_per_second": round(total / max(elapsed, 1e-9), 1)}
             dataset.save_to_disk(str(staging / "data"))
+        total, elapsed = sum(map(len, plan.values())), time.perf_counter() - started
+        stats = {"seconds": round(elapsed, 1), "scenes_per_second": round(total / max(elapsed, 1e-9), 1)}
         _finish_folder(staging, params, stats, {split: len(part) for split, part in dataset.items()})
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
+        if not _is_build_of(folder, params):  # else another process finished the same build first
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if progress:
         print(f"Built {total} scenes in {elapsed:.1f} s ({stats['scenes_per_second']} scenes/s): {folder}")
     return load_scene_dataset(folder)
+
+
+def _is_build_of(folder: Path, params: dict) -> bool:
+    record = folder / "build_params.json"
+    return record.is_file() and json.loads(record.read_text())["params"] == params
 
 
 class _datasets_progress:
