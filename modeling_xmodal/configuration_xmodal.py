@@ -74,7 +74,8 @@ class XModalTextConfig(PreTrainedConfig):
 
 
 class XModalVisionConfig(PreTrainedConfig):
-    """Built-in vision tower: a ViT (patch embedding + Transformer) or a small residual CNN."""
+    """Built-in vision tower: a ViT (patch embedding + Transformer) or a small CNN, optionally with Transformer
+    layers over its last grid (`num_hidden_layers`, 0 for none). `pooling`: "cls", "mean" or "max"."""
 
     model_type = "xmodal_vision_model"
     base_config_key = "vision_config"
@@ -99,9 +100,12 @@ class XModalVisionConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self.cnn_channels = list(self.cnn_channels)
         _check_choice(self, "encoder_type", {"vit", "cnn"})
-        _check_choice(self, "pooling", {"mean", "cls"})
-        _check_positive(self, "image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers",
-                        "num_attention_heads", "intermediate_size")
+        _check_choice(self, "pooling", {"mean", "cls", "max"})
+        _check_positive(self, "image_size", "patch_size", "num_channels", "hidden_size", "num_attention_heads",
+                        "intermediate_size")
+        if self.num_hidden_layers < (1 if self.encoder_type == "vit" else 0):
+            raise ValueError(f"XModalVisionConfig.num_hidden_layers={self.num_hidden_layers} must be at least 1 "
+                             "for a ViT and at least 0 for a CNN.")
         _check_probability(self, "hidden_dropout", "attention_dropout")
         if self.encoder_type == "vit":
             _check_heads(self)
@@ -112,6 +116,14 @@ class XModalVisionConfig(PreTrainedConfig):
                 )
         elif not self.cnn_channels or any(c <= 0 for c in self.cnn_channels):
             raise ValueError(f"XModalVisionConfig.cnn_channels={self.cnn_channels} must be positive widths.")
+        else:
+            size = self.image_size if isinstance(self.image_size, int) else tuple(self.image_size)[0]
+            if size % 2 ** (len(self.cnn_channels) - 1):
+                raise ValueError(f"XModalVisionConfig.image_size={size} must be divisible by "
+                                 f"2**(len(cnn_channels) - 1)={2 ** (len(self.cnn_channels) - 1)}: each stage "
+                                 "after the first halves the grid.")
+        if self.num_hidden_layers:
+            _check_heads(self)
 
 
 class XModalAudioConfig(PreTrainedConfig):

@@ -20,7 +20,15 @@ from .modeling_outputs import (
     XModalSequenceClassifierOutput,
     XModalTowerOutput,
 )
-from .towers import XModalPretrainedTower, XModalVisionTransformer, build_tower, call_tower, tower_output_size
+from .towers import (
+    HeInitConv2d,
+    XModalPretrainedTower,
+    XModalVisionCNN,
+    XModalVisionTransformer,
+    build_tower,
+    call_tower,
+    tower_output_size,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -102,11 +110,21 @@ class XModalPreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _init_weights(self, module):
+        if isinstance(module, HeInitConv2d):
+            # As for ResNets: at std=0.02 these GroupNorm'd convolutions start so small that Adam's
+            # fixed-size steps swamp them, and the CNN barely learns.
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            return
         super()._init_weights(module)
         std = self.config.initializer_range
         if isinstance(module, XModalVisionTransformer):
             init.normal_(module.class_embedding, std=std)
             init.normal_(module.embed_positions, std=std)
+        elif isinstance(module, XModalVisionCNN):
+            if module.class_embedding is not None:
+                init.normal_(module.class_embedding, std=std)
+            if module.embed_positions is not None:
+                init.normal_(module.embed_positions, std=std)
         elif isinstance(module, _FusionBase):
             for parameter in getattr(module, "modality_embeddings", {}).values():
                 init.normal_(parameter, std=std)

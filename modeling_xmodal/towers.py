@@ -33,7 +33,12 @@ class _TransformerTower(nn.Module):
             self.dropout(embeddings), attention_mask=padding_mask(mask, embeddings.shape[1]),
             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
         )
-        pooled = states[:, 0] if pooling == "cls" else masked_mean(states, mask)
+        if pooling == "cls":
+            pooled = states[:, 0]
+        elif pooling == "max":  # vision only: every token is valid
+            pooled = states.amax(dim=1)
+        else:
+            pooled = masked_mean(states, mask)
         return XModalTowerOutput(last_hidden_state=states, pooler_output=pooled, hidden_states=hidden,
                                  attentions=attentions, attention_mask=mask)
 
@@ -130,51 +135,71 @@ class XModalVisionTransformer(_TransformerTower):
         return self._encode(embeddings, None, self.config.pooling, output_attentions, output_hidden_states)
 
 
-class _ResidualBlock(nn.Module):
-    def __init__(self, in_channels, out_channels, stride):
+class HeInitConv2d(nn.Conv2d):
+    """A convolution that `XModalPreTrainedModel` initialises as He et al. do (not at std=initializer_range)."""
+
+
+class _ConvStage(nn.Module):
+    """Max pooling (except in the first stage), a 3x3 convolution, GroupNorm and GELU.
+
+    The first convolution runs at full resolution and the grid shrinks by max pooling, not by strided
+    convolutions: small objects (a 14-px emoji in a 64-px scene) survive to the last stage, where a
+    strided stem had already blurred them away.
+    """
+
+    def __init__(self, in_channels, out_channels, pool):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.norm1 = nn.GroupNorm(min(8, out_channels), out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.norm2 = nn.GroupNorm(min(8, out_channels), out_channels)
+        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+        self.conv = HeInitConv2d(in_channels, out_channels, 3, 1, 1, bias=False)
+        self.norm = nn.GroupNorm(min(8, out_channels), out_channels)
         self.act = nn.GELU()
-        self.shortcut = (
-            nn.Identity() if stride == 1 and in_channels == out_channels
-            else nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
-        )
 
     def forward(self, x):
-        out = self.act(self.norm1(self.conv1(x)))
-        return self.act(self.norm2(self.conv2(out)) + self.shortcut(x))
+        return self.act(self.norm(self.conv(self.pool(x))))
 
 
-class XModalVisionCNN(nn.Module):
-    """A small residual CNN (GroupNorm, so results do not depend on how a batch is split across devices)."""
+class XModalVisionCNN(_TransformerTower):
+    """A small CNN whose last grid becomes tokens, optionally followed by Transformer layers (a hybrid ViT).
+
+    With `num_hidden_layers=0` the grid tokens are pooled directly (`pooling="max"` suits scenes of small
+    objects); with layers, learned 2-D positions are added so the layers can relate objects by place, and
+    `pooling="cls"` reads a class token. GroupNorm, so results do not depend on how a batch is split.
+    """
 
     main_input_name = "pixel_values"
 
     def __init__(self, config: XModalVisionConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         channels = config.cnn_channels
-        self.stem = nn.Sequential(nn.Conv2d(config.num_channels, channels[0], 3, 2, 1, bias=False),
-                                  nn.GroupNorm(min(8, channels[0]), channels[0]), nn.GELU())
         self.stages = nn.ModuleList(
-            _ResidualBlock(channels[max(i - 1, 0)], width, 1 if i == 0 else 2) for i, width in enumerate(channels)
+            _ConvStage(channels[i - 1] if i else config.num_channels, width, pool=i > 0)
+            for i, width in enumerate(channels)
         )
         self.proj = nn.Linear(channels[-1], config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        grid = cnn_grid_size(config)
+        extra = 1 if config.pooling == "cls" else 0
+        self.class_embedding = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if extra else None
+        self.embed_positions = (
+            nn.Parameter(torch.zeros(1, grid * grid + extra, config.hidden_size)) if config.num_hidden_layers else None
+        )
 
     def forward(self, pixel_values, output_attentions=False, output_hidden_states=False):
         check_pixel_values(self.config, pixel_values)
-        x = self.stem(pixel_values.to(self.proj.weight.dtype))
-        hidden = ()
+        x = pixel_values.to(self.proj.weight.dtype)
         for stage in self.stages:
             x = stage(x)
-            hidden += (x,)
-        states = self.norm(self.proj(x.flatten(2).transpose(1, 2)))
-        return XModalTowerOutput(last_hidden_state=states, pooler_output=states.mean(dim=1),
-                                 hidden_states=hidden if output_hidden_states else None)
+        tokens = self.proj(x.flatten(2).transpose(1, 2))
+        if self.class_embedding is not None:
+            tokens = torch.cat([self.class_embedding.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        if self.embed_positions is not None:
+            tokens = tokens + self.embed_positions
+        return self._encode(tokens, None, self.config.pooling, output_attentions, output_hidden_states)
+
+
+def cnn_grid_size(config):
+    """Side of the CNN's last grid: one halving per stage after the first."""
+    size = config.image_size if isinstance(config.image_size, int) else tuple(config.image_size)[0]
+    return size // 2 ** (len(config.cnn_channels) - 1)
 
 
 class _AudioSubsampler(nn.Module):

@@ -145,3 +145,30 @@ def test_generate_rejects_inputs_of_unknown_rank():
     model = XModalForConditionalGeneration(tiny_config()).eval()
     with pytest.raises(ValueError, match=r"`inputs` should be token ids \(2-D\), log-mel features \(3-D\) or pixels \(4-D\)"):
         model.generate(torch.ones(5))
+
+
+@pytest.mark.parametrize("layers, pooling", [(0, "max"), (0, "mean"), (1, "cls"), (1, "max")])
+def test_cnn_vision_tower_tokens_pooling_and_init(layers, pooling):
+    from xmodal import XModalModel
+
+    vision = XModalVisionConfig(encoder_type="cnn", image_size=32, cnn_channels=[8, 16, 16], hidden_size=32,
+                                num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64,
+                                pooling=pooling)
+    model = XModalModel(tiny_config(("text", "image"), decoder=False, vision_config=vision)).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    output = model.vision_model(pixels)
+    grid_tokens = (32 // 4) ** 2  # two halvings after the first stage
+    assert output.last_hidden_state.shape == (2, grid_tokens + (pooling == "cls"), 32)
+    states = output.last_hidden_state
+    expected = {"max": states.amax(dim=1), "mean": states.mean(dim=1), "cls": states[:, 0]}[pooling]
+    torch.testing.assert_close(output.pooler_output, expected)
+    # He initialisation (std = sqrt(2 / fan_out)), not the 0.02 of the Transformer layers.
+    conv = model.vision_model.stages[1].conv.weight
+    assert abs(conv.std().item() / (2 / (16 * 9)) ** 0.5 - 1) < 0.15
+
+
+def test_cnn_config_rejects_an_image_size_the_stages_cannot_halve():
+    with pytest.raises(ValueError, match=r"image_size=30 must be divisible by 2\*\*\(len\(cnn_channels\) - 1\)=4"):
+        XModalVisionConfig(encoder_type="cnn", image_size=30, cnn_channels=[8, 16, 16])
+    with pytest.raises(ValueError, match="num_hidden_layers=0 must be at least 1 for a ViT"):
+        XModalVisionConfig(encoder_type="vit", num_hidden_layers=0)
