@@ -261,6 +261,9 @@ class XModalConfig(PreTrainedConfig):
     fusion_num_attention_heads: int = 4
     fusion_intermediate_size: int = 1024
     loss_weights: dict | None = None
+    # Tokens a pretrained decoder reads after its start token before it writes (Whisper's <|notimestamps|>);
+    # `generate` starts from them, and its training targets begin with them.
+    decoder_prompt_ids: list[int] | None = None
     classifier_dropout: float = 0.0
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-5

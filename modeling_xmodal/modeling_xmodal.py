@@ -75,6 +75,29 @@ def collect_inputs(config, input_ids=None, attention_mask=None, pixel_values=Non
     return inputs
 
 
+class DecoderBridge(nn.Linear):
+    """Maps a tower's token states to a pretrained decoder's width; starts as the identity where they agree."""
+
+
+def whisper_prompt_ids(model):
+    """The tokens Whisper reads after <|startoftranscript|> to transcribe English without timestamps."""
+    from transformers import GenerationConfig
+
+    generation = getattr(model, "generation_config", None)
+    if getattr(generation, "no_timestamps_token_id", None) is None and model.config.name_or_path:
+        try:  # a bare WhisperModel does not load the folder's generation config
+            generation = GenerationConfig.from_pretrained(model.config.name_or_path)
+        except OSError:
+            generation = None
+    no_timestamps = getattr(generation, "no_timestamps_token_id", None)
+    if no_timestamps is None:
+        return None
+    prompt = []
+    if getattr(generation, "is_multilingual", False):
+        prompt += [generation.lang_to_id["<|en|>"], generation.task_to_id["transcribe"]]
+    return prompt + [no_timestamps]
+
+
 def take_rows(output: XModalTowerOutput, index):
     """The rows `index` of a tower output (for pairing samples with sampled negatives)."""
     mask = output.attention_mask
@@ -110,6 +133,14 @@ class XModalPreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _init_weights(self, module):
+        if isinstance(module, DecoderBridge):
+            # Identity where the widths agree: a pretrained decoder then reads its own encoder's states as is.
+            if module.in_features == module.out_features:
+                init.eye_(module.weight)
+            else:
+                init.normal_(module.weight, std=self.config.initializer_range)
+            init.zeros_(module.bias)
+            return
         if isinstance(module, HeInitConv2d):
             # As for ResNets: at std=0.02 these GroupNorm'd convolutions start so small that Adam's
             # fixed-size steps swamp them, and the CNN barely learns.
@@ -137,26 +168,40 @@ class XModalPreTrainedModel(PreTrainedModel):
 
 
     @classmethod
-    def from_towers_pretrained(cls, text=None, vision=None, audio=None, **config_kwargs):
+    def from_towers_pretrained(cls, text=None, vision=None, audio=None, decoder=None, **config_kwargs):
         """Composes a model from saved `transformers` models (local folders or hub ids) and/or tower configs.
 
-        Each of `text`, `vision`, `audio` is a path (its pretrained weights are loaded), a config (a tower
-        trained from scratch), or None (the modality is absent). The projections, fusion and heads start fresh.
+        Each of `text`, `vision`, `audio` is a path or a loaded `PreTrainedModel` (its pretrained weights are
+        used; of an encoder-decoder, only the encoder), a config (a tower trained from scratch), or None (the
+        modality is absent). `decoder` (heads with a decoder) is likewise a Whisper path or model, whose
+        decoder and LM head become the text decoder, or a decoder config. The projections, fusion and heads
+        start fresh.
         """
         towers, configs = {}, {}
-        for modality, source in (("text", text), ("image", vision), ("audio", audio)):
+        for modality, source in (("text", text), ("image", vision), ("audio", audio), ("decoder", decoder)):
+            key = CONFIG_KEYS.get(modality, "decoder_config")
             if source is None or isinstance(source, (dict, PreTrainedConfig)):
-                configs[CONFIG_KEYS[modality]] = source
+                if source is not None or key not in config_kwargs:
+                    configs[key] = source
                 continue
-            pretrained = AutoModel.from_pretrained(source)
+            pretrained = source if isinstance(source, PreTrainedModel) else AutoModel.from_pretrained(source)
             towers[modality] = pretrained
-            configs[CONFIG_KEYS[modality]] = pretrained.config
-        if all(value is None for value in configs.values()):
+            configs[key] = pretrained.config
+        configs.update({k: config_kwargs.pop(k) for k in list(config_kwargs) if k == "decoder_config"})
+        if all(configs.get(CONFIG_KEYS[m]) is None for m in CONFIG_KEYS):
             raise ValueError("from_towers_pretrained needs at least one of text=, vision=, audio=.")
+        if "decoder" in towers:
+            config_kwargs.setdefault("decoder_prompt_ids", whisper_prompt_ids(towers["decoder"]))
         config = XModalConfig(**configs, **config_kwargs)
         model = cls(config)
         base = getattr(model, model.base_model_prefix, model)
         for modality, pretrained in towers.items():
+            if modality == "decoder":
+                if not hasattr(model, "decoder"):
+                    raise ValueError(f"{cls.__name__} has no decoder; decoder= is for the heads that write text.")
+                model.decoder = pretrained.get_decoder()
+                model.tie_weights()
+                continue
             tower = XModalPretrainedTower(pretrained.config, modality, model=pretrained)
             setattr(base, TOWERS[modality], tower)
         return model
@@ -390,6 +435,11 @@ class XModalForSequenceClassification(_XModalHeadModel):
         return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
+def decoder_positions(decoder_config):
+    """Longest sequence the decoder's position table covers (a Whisper decoder: max_target_positions)."""
+    return getattr(decoder_config, "max_position_embeddings", None) or decoder_config.max_target_positions
+
+
 def shift_tokens_right(labels, pad_token_id, decoder_start_token_id):
     """Decoder inputs from labels: start token first, labels shifted right, -100 replaced by padding."""
     shifted = labels.new_full(labels.shape, pad_token_id)
@@ -410,8 +460,18 @@ class _XModalDecoderHead(_XModalHeadModel):
                              "Pass decoder_config=XModalDecoderConfig(...) (or a dict of its fields).")
         super().__init__(config)
         decoder_config = config.decoder_config
-        self.decoder = XModalDecoder(decoder_config, config.fusion_hidden_size)
-        self.lm_head = nn.Linear(decoder_config.hidden_size, decoder_config.vocab_size, bias=False)
+        if is_own_config(decoder_config):
+            self.decoder = XModalDecoder(decoder_config, config.fusion_hidden_size)
+            self.decoder_bridges = None
+        else:
+            # A pretrained (Whisper) decoder cross-attends to the tower states of the modality it writes from,
+            # as it did to its own encoder's: through a bridge per modality, the identity for its encoder.
+            self.decoder = AutoModel.from_config(decoder_config).get_decoder()
+            width = tower_output_size(decoder_config)
+            self.decoder_bridges = nn.ModuleDict({
+                m: DecoderBridge(size, width) for m, size in self.xmodal.tower_sizes.items() if m != "text"
+            })
+        self.lm_head = nn.Linear(tower_output_size(decoder_config), decoder_config.vocab_size, bias=False)
 
     def get_output_embeddings(self):
         return self.lm_head
@@ -420,7 +480,16 @@ class _XModalDecoderHead(_XModalHeadModel):
         self.lm_head = new_embeddings
 
     def encode(self, towers, output_attentions=False):
-        """The fused token states the decoder attends to."""
+        """The fused token states the decoder attends to (a pretrained decoder: the bridged tower states)."""
+        if self.decoder_bridges is not None:
+            present = [m for m in ("image", "audio") if towers.get(m) is not None]
+            if not present:
+                raise ValueError(f"A pretrained decoder writes from {list(self.decoder_bridges)}; got only "
+                                 f"{[m for m in towers if towers[m] is not None]}.")
+            states = torch.cat([self.decoder_bridges[m](towers[m].last_hidden_state) for m in present], dim=1)
+            masks = [towers[m].attention_mask if towers[m].attention_mask is not None else torch.ones(
+                towers[m].last_hidden_state.shape[:2], dtype=torch.long, device=states.device) for m in present]
+            return XModalEncoderOutput(last_hidden_state=states, attention_mask=torch.cat(masks, dim=1))
         fused = self.fusion(towers, output_attentions=output_attentions)
         return XModalEncoderOutput(last_hidden_state=fused.last_hidden_state, attention_mask=fused.attention_mask,
                                    cross_attentions=fused.cross_attentions)
@@ -433,11 +502,21 @@ class _XModalDecoderHead(_XModalHeadModel):
                                                    decoder_config.decoder_start_token_id)
         if decoder_input_ids is None:
             raise ValueError("The decoder needs `labels` or `decoder_input_ids`; got neither.")
-        states, hidden, self_attentions, cross_attentions = self.decoder(
-            decoder_input_ids, encoder_outputs.last_hidden_state, encoder_outputs.attention_mask,
-            decoder_attention_mask, cache=cache, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
+        if self.decoder_bridges is None:
+            states, hidden, self_attentions, cross_attentions = self.decoder(
+                decoder_input_ids, encoder_outputs.last_hidden_state, encoder_outputs.attention_mask,
+                decoder_attention_mask, cache=cache, output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+            )
+        else:
+            # Whisper's decoder attends to every encoder position (padding included), as it was trained to.
+            outputs = self.decoder(
+                input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
+                encoder_hidden_states=encoder_outputs.last_hidden_state, cache=cache, use_cache=cache is not None,
+                output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            )
+            states, hidden = outputs.last_hidden_state, outputs.hidden_states
+            self_attentions, cross_attentions = outputs.attentions, outputs.cross_attentions
         logits = self.lm_head(states)
         loss = None
         if labels is not None:
@@ -458,7 +537,7 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
     def __init__(self, config: XModalConfig):
         super().__init__(config)
         # Sequences never outgrow the decoder's position table (start token included).
-        self.generation_config.max_length = config.decoder_config.max_position_embeddings
+        self.generation_config.max_length = decoder_positions(config.decoder_config)
         self.post_init()
 
     def get_encoder(self):
@@ -507,7 +586,13 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
             towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
                                   token_type_ids)
             encoder_outputs = self.encode(towers)
-        limit = self.config.decoder_config.max_position_embeddings - 1
+        prompt = self.config.decoder_prompt_ids
+        if prompt and kwargs.get("decoder_input_ids") is None:
+            start = kwargs.get("decoder_start_token_id") or self.config.decoder_config.decoder_start_token_id
+            rows = encoder_outputs.last_hidden_state.shape[0]
+            kwargs["decoder_input_ids"] = torch.tensor([[start, *prompt]] * rows,
+                                                       device=encoder_outputs.last_hidden_state.device)
+        limit = decoder_positions(self.config.decoder_config) - 1
         if kwargs.get("max_new_tokens") is not None and kwargs["max_new_tokens"] > limit:
             logger.warning_once(f"max_new_tokens={kwargs['max_new_tokens']} is more than the decoder's position "
                                 f"table allows; generating at most {limit} tokens.")

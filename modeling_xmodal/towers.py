@@ -297,6 +297,10 @@ class XModalPretrainedTower(nn.Module):
             model = AutoModel.from_config(config)
         if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
             model = model.get_encoder()
+        if isinstance(getattr(model, "pooler", None), nn.Module):
+            # The tower pools over valid tokens itself; a model's own pooler (BERT's) would be parameters that
+            # never get a gradient (which distributed training rejects).
+            model.pooler = None
         self.model = model
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,

@@ -29,12 +29,16 @@ def _text_batch(text, name):
 
 
 class XModalProcessor(ProcessorMixin):
-    """Wraps `XModalImageProcessor`, `XModalFeatureExtractor` and a tokenizer (any `AutoTokenizer`).
+    """Wraps `XModalImageProcessor`, `XModalFeatureExtractor`, a tokenizer (any `AutoTokenizer`) and, when the
+    decoder writes with another vocabulary than the text tower reads (a pretrained Whisper decoder next to a
+    MiniLM text tower), a `target_tokenizer` for the `labels` and for decoding generated ids.
 
-    Parts left out are built with defaults (the default tokenizer is trained once and cached).
+    Parts left out are built with defaults (the default tokenizer is trained once and cached); without a
+    target tokenizer the tokenizer serves both. A separate one is saved in the `target_tokenizer/` subfolder.
     """
 
-    def __init__(self, image_processor=None, feature_extractor=None, tokenizer=None, **kwargs):
+    def __init__(self, image_processor=None, feature_extractor=None, tokenizer=None, target_tokenizer=None,
+                 **kwargs):
         if image_processor is None:
             image_processor = XModalImageProcessor()
         if feature_extractor is None:
@@ -43,13 +47,45 @@ class XModalProcessor(ProcessorMixin):
             from .tokenization_xmodal import load_default_tokenizer
 
             tokenizer = load_default_tokenizer()
-        super().__init__(image_processor, feature_extractor, tokenizer, **kwargs)
+        super().__init__(image_processor, feature_extractor, tokenizer,
+                         tokenizer if target_tokenizer is None else target_tokenizer, **kwargs)
+
+    @property
+    def has_target_tokenizer(self):
+        """Whether labels and generated ids use a vocabulary of their own."""
+        return self.target_tokenizer is not self.tokenizer
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves every part; the `target_tokenizer/` subfolder only when it differs from the tokenizer."""
+        import os
+        import shutil
+
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if not self.has_target_tokenizer:
+            shutil.rmtree(os.path.join(save_directory, "target_tokenizer"), ignore_errors=True)
+        return result
+
+    @classmethod
+    def _load_tokenizer_from_pretrained(cls, sub_processor_type, pretrained_model_name_or_path, subfolder="",
+                                        **kwargs):
+        import os
+
+        if sub_processor_type == "target_tokenizer" and not os.path.isdir(
+                os.path.join(pretrained_model_name_or_path, subfolder, "target_tokenizer")):
+            return None  # no vocabulary of its own: __init__ uses the tokenizer
+        return super()._load_tokenizer_from_pretrained(sub_processor_type, pretrained_model_name_or_path,
+                                                       subfolder=subfolder, **kwargs)
 
     @property
     def label_start_token_id(self):
-        """The start token dropped from `labels` (BOS, or CLS for BERT-style tokenizers); None if neither."""
-        bos = self.tokenizer.bos_token_id
-        return bos if bos is not None else self.tokenizer.cls_token_id
+        """The start token dropped from `labels`: the special token the target tokenizer puts before every text
+        (BOS; CLS for BERT-style tokenizers; <|startoftranscript|> for Whisper's); None if there is none."""
+        tokenizer = self.target_tokenizer
+        ids = tokenizer("", add_special_tokens=True)["input_ids"]
+        if ids and ids[0] in tokenizer.all_special_ids:
+            return ids[0]
+        bos = tokenizer.bos_token_id
+        return bos if bos is not None else tokenizer.cls_token_id
 
     def __call__(self, text=None, images=None, audio=None, sampling_rate=None, text_target=None,
                  return_tensors=None, padding=True, truncation=True, max_length=None,
@@ -106,15 +142,15 @@ class XModalProcessor(ProcessorMixin):
     def _labels(self, text_target, padding, truncation, max_length):
         """Decoder targets: ids without the start token, right-padded with -100."""
         targets, _ = _text_batch(text_target, "text_target")
-        rows = self.tokenizer(targets, truncation=truncation, max_length=max_length,
-                              return_token_type_ids=False, return_attention_mask=False)["input_ids"]
+        rows = self.target_tokenizer(targets, truncation=truncation, max_length=max_length,
+                                     return_token_type_ids=False, return_attention_mask=False)["input_ids"]
         start = self.label_start_token_id
         rows = [row[1:] if start is not None and row and row[0] == start else row for row in rows]
         if padding in (False, "do_not_pad"):
             return rows
         width = max(len(row) for row in rows)
         if padding == "max_length":
-            limit = max_length if max_length is not None else self.tokenizer.model_max_length
+            limit = max_length if max_length is not None else self.target_tokenizer.model_max_length
             if limit > 100_000:  # tokenizers without a length limit report ~1e30
                 raise ValueError("padding='max_length' needs max_length= for a tokenizer without model_max_length.")
             width = max(width, limit)
@@ -124,15 +160,16 @@ class XModalProcessor(ProcessorMixin):
         return labels
 
     def batch_decode(self, sequences, **kwargs):
-        """Decode token ids (labels included: -100 is read as padding)."""
-        return self.tokenizer.batch_decode(self._without_ignore_index(sequences), **kwargs)
+        """Decode generated or label ids with the target tokenizer (-100 is read as padding)."""
+        return self.target_tokenizer.batch_decode(self._without_ignore_index(sequences), **kwargs)
 
     def decode(self, token_ids, **kwargs):
-        """Decode one sequence of token ids (-100 is read as padding)."""
-        return self.tokenizer.decode(self._without_ignore_index(token_ids), **kwargs)
+        """Decode one sequence of generated or label ids (-100 is read as padding)."""
+        return self.target_tokenizer.decode(self._without_ignore_index(token_ids), **kwargs)
 
     def _without_ignore_index(self, ids):
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        tokenizer = self.target_tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         if hasattr(ids, "masked_fill"):  # torch tensor
             return ids.masked_fill(ids == -100, pad)
         if isinstance(ids, np.ndarray):
