@@ -112,7 +112,11 @@ def metrics_markdown(metrics):
 
 def write_model_card(folder, config, metrics, train_seconds, num_parameters, command):
     """README.md with what the model is, how it did, where the data came from and how to reproduce it."""
+    from .pretrained import card_section
+
     towers = ", ".join(config.data.modalities)
+    pretrained = card_section(config)
+    origin = "Composed from the towers listed below and trained" if pretrained else "Trained from scratch"
     card = f"""---
 library_name: transformers
 license: apache-2.0
@@ -121,7 +125,7 @@ tags: [xmodal, multimodal, contrastive, {config.task}]
 
 # XModal {config.task} model ({towers})
 
-Trained from scratch with `xmodal train` on the built-in `{config.data.name}` data
+{origin} with `xmodal train` on the built-in `{config.data.name}` data
 ({config.training.max_steps} optimizer steps of {config.training.batch_size} samples, {train_seconds / 60:.1f} min,
 {num_parameters / 1e6:.2f} M parameters).
 
@@ -131,7 +135,7 @@ from transformers import AutoModel, AutoProcessor
 model = AutoModel.from_pretrained("path/to/this/folder")
 ```
 
-## Results on the `{config.evaluation.split}` split
+{pretrained}## Results on the `{config.evaluation.split}` split
 
 {metrics_markdown(metrics)}
 

@@ -1,6 +1,6 @@
 """The training configuration: typed dataclasses read from YAML.
 
-A config file has five sections (`data`, `model`, `training`, `evaluation`, `lora`) and a `task`.
+A config file has six sections (`data`, `model`, `towers`, `training`, `evaluation`, `lora`) and a `task`.
 Every key is checked: an unknown one is an error that names the valid keys of its section, so a
 typo never silently falls back to a default. `model` holds `XModalConfig` arguments and is
 checked against that config's fields (and each tower's).
@@ -111,6 +111,33 @@ class LoraSettings:
     modules_to_save: list | None = None  # default: the task head
 
 
+TOWER_PARTS = ("text", "image", "audio", "decoder")
+TOWER_TRAIN_MODES = ("full", "lora", "frozen")
+TOWER_KEYS = {"from": None, "train": "full", "window_seconds": None}
+
+
+@dataclass
+class TowersConfig:
+    """Where each tower starts and how it trains: `{from: SOURCE, train: full | lora | frozen, window_seconds: N}`.
+
+    `from` is a model folder or a named offline source (`minilm`, `whisper-tiny.en`; see
+    `xmodal.trainers.pretrained.NAMED_SOURCES`); without it the tower is built from `model.<part>_config`.
+    `window_seconds` shortens a Whisper encoder's 30-second window. Parts left out train in full. When the
+    config is loaded, each pretrained tower's config replaces `model.<part>_config` (so the processor and
+    the model read the same towers), and `train: lora` adds the part to `lora.parts` and turns LoRA on.
+    Projections, fusion and heads always train in full.
+    """
+
+    text: dict | None = None
+    image: dict | None = None
+    audio: dict | None = None
+    decoder: dict | None = None
+
+    def parts(self):
+        """{part: settings with every key filled in} for the parts that are set."""
+        return {part: {**TOWER_KEYS, **getattr(self, part)} for part in TOWER_PARTS if getattr(self, part)}
+
+
 @dataclass
 class RunConfig:
     """A whole run: `task` picks the model head (see `TASKS`)."""
@@ -118,6 +145,7 @@ class RunConfig:
     task: str = "pretraining"
     data: DataConfig = field(default_factory=DataConfig)
     model: dict = field(default_factory=dict)
+    towers: TowersConfig = field(default_factory=TowersConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -187,6 +215,55 @@ def validate(config: RunConfig):
     if TASKS[config.task][1] == "column" and not data.label_column:
         raise ConfigError(f"task={config.task!r} needs data.label_column (the column holding `labels`).")
     _check_model_section(config.model)
+    _check_towers_section(config)
+
+
+def _check_towers_section(config):
+    """Checks `towers` (keys, training modes, which parts may come from a folder)."""
+    from .lora import LORA_TARGET_MODULES
+
+    for part in TOWER_PARTS:
+        settings = getattr(config.towers, part)
+        if settings is None:
+            continue
+        if not isinstance(settings, dict):
+            raise ConfigError(f"towers.{part} must be a mapping like {{from: minilm, train: lora}}, got {settings!r}.")
+        for key in settings:
+            if key not in TOWER_KEYS:
+                raise _unknown_key_error(f"towers.{part}.", key, list(TOWER_KEYS))
+    for part, settings in config.towers.parts().items():
+        if settings["train"] not in TOWER_TRAIN_MODES:
+            raise ConfigError(f"towers.{part}.train={settings['train']!r}; choose one of {list(TOWER_TRAIN_MODES)}.")
+        if settings["from"] is not None and not isinstance(settings["from"], str):
+            raise ConfigError(f"towers.{part}.from={settings['from']!r} must be a folder or a named source.")
+        seconds = settings["window_seconds"]
+        if seconds is not None and (part != "audio" or isinstance(seconds, bool) or not isinstance(seconds, int)
+                                    or seconds < 1):
+            raise ConfigError(f"towers.{part}.window_seconds={seconds!r}: only the audio tower has a window, in "
+                              "whole seconds >= 1.")
+        if part == "decoder" and TASKS[config.task][1] != "target":
+            raise ConfigError(f"towers.decoder is set but task={config.task!r} has no decoder; use pretraining or "
+                              "generation.")
+        if settings["train"] == "lora" and part not in LORA_TARGET_MODULES:  # pragma: no cover - all parts have one
+            raise ConfigError(f"towers.{part}.train=lora: no LoRA targets for {part!r}.")
+
+
+def resolve_towers(config: RunConfig):
+    """Fills `model.<part>_config` from the pretrained towers and `lora` from the `train: lora` towers (see
+    `TowersConfig`). Named sources are made ready here (the Whisper conversion runs once, then is cached)."""
+    if not config.towers.parts():
+        return config
+    from .pretrained import tower_model_configs
+
+    config.model.update(tower_model_configs(config))
+    towers = config.towers.parts()
+    lora_parts = [part for part, settings in towers.items() if settings["train"] == "lora"]
+    if lora_parts:
+        # A part named in `towers` trains as it says there; other parts keep their `lora.parts` entry.
+        earlier = [part for part in config.lora.parts if part not in towers] if config.lora.enabled else []
+        config.lora.enabled = True
+        config.lora.parts = earlier + lora_parts
+    return config
 
 
 def load_config(path, overrides=None) -> RunConfig:
@@ -206,7 +283,7 @@ def load_config(path, overrides=None) -> RunConfig:
 def config_from_dict(values) -> RunConfig:
     config = _from_dict(RunConfig, values)
     validate(config)
-    return config
+    return resolve_towers(config)
 
 
 def apply_override(values, item):

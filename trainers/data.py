@@ -110,20 +110,54 @@ def make_tokenizer(data_config, train_split=None):
 
 
 def make_processor(data_config, model_config, tokenizer):
-    """An `XModalProcessor` whose image size and mel bins match the model's towers."""
+    """An `XModalProcessor` whose image size, audio features and tokenizers match the model's towers.
+
+    `tokenizer` (from `make_tokenizer`) serves the built-in text tower and decoder. A pretrained text tower
+    reads with its own tokenizer and a pretrained decoder writes with its own (both from the folder its
+    config came from, `name_or_path`); a pretrained Whisper encoder gets Whisper's log-mel settings.
+    """
+    from transformers import AutoTokenizer
+    from xmodal.configuration_xmodal import is_own_config
     from xmodal.processing import XModalFeatureExtractor, XModalImageProcessor, XModalProcessor
 
-    image_processor = feature_extractor = None
-    vision, audio = model_config.vision_config, model_config.audio_config
+    vision, audio, text, decoder = (model_config.vision_config, model_config.audio_config, model_config.text_config,
+                                    model_config.decoder_config)
     size = getattr(vision, "image_size", 64) if vision is not None else 64
     image_processor = XModalImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    mel_bins = getattr(audio, "num_mel_bins", 64) if audio is not None else 64
-    hop = data_config.audio_hop_length
-    max_seconds = data_config.max_audio_seconds
-    if audio is not None and hasattr(audio, "max_input_frames"):
-        max_seconds = min(max_seconds, audio.max_input_frames * hop / 16000)
-    feature_extractor = XModalFeatureExtractor(feature_size=mel_bins, hop_length=hop, max_duration=max_seconds)
-    return XModalProcessor(image_processor=image_processor, feature_extractor=feature_extractor, tokenizer=tokenizer)
+    if audio is not None and not is_own_config(audio):
+        feature_extractor = whisper_feature_extractor(audio, data_config.max_audio_seconds)
+    else:
+        mel_bins = getattr(audio, "num_mel_bins", 64) if audio is not None else 64
+        hop = data_config.audio_hop_length
+        max_seconds = data_config.max_audio_seconds
+        if audio is not None and hasattr(audio, "max_input_frames"):
+            max_seconds = min(max_seconds, audio.max_input_frames * hop / 16000)
+        feature_extractor = XModalFeatureExtractor(feature_size=mel_bins, hop_length=hop, max_duration=max_seconds)
+    input_tokenizer = tokenizer
+    if text is not None and not is_own_config(text) and text.name_or_path:
+        input_tokenizer = AutoTokenizer.from_pretrained(text.name_or_path)
+    target_tokenizer = tokenizer if input_tokenizer is not tokenizer else None
+    if decoder is not None and not is_own_config(decoder) and decoder.name_or_path:
+        target_tokenizer = AutoTokenizer.from_pretrained(decoder.name_or_path)
+    return XModalProcessor(image_processor=image_processor, feature_extractor=feature_extractor,
+                           tokenizer=input_tokenizer, target_tokenizer=target_tokenizer)
+
+
+def whisper_feature_extractor(audio_config, max_seconds):
+    """`XModalFeatureExtractor` with a Whisper encoder's log-mel settings (its folder's feature extractor: 80 mel
+    bins, n_fft 400, hop 160 at 16 kHz), clips cut at its window. Its log-mel scaling is Whisper's, and the
+    tower pads to the window with Whisper's silence value, so the encoder sees Whisper's own features."""
+    import json
+
+    from xmodal.processing import XModalFeatureExtractor
+
+    settings = {"feature_size": audio_config.num_mel_bins, "n_fft": 400, "hop_length": 160, "sampling_rate": 16000}
+    saved = Path(audio_config.name_or_path or "") / "preprocessor_config.json"
+    if audio_config.name_or_path and saved.is_file():
+        values = json.loads(saved.read_text())
+        settings.update({k: values[k] for k in settings if k in values})
+    window = 2 * audio_config.max_source_positions * settings["hop_length"] / settings["sampling_rate"]
+    return XModalFeatureExtractor(**settings, max_duration=min(max_seconds, window))
 
 
 def configure_tokens(model_kwargs, tokenizer, data_config):
@@ -279,6 +313,9 @@ def _cache_key(split, processor, data_config, task, modalities):
         "labels": TASKS[task][1],
         "modalities": sorted(modalities),
     }
+    if getattr(processor, "has_target_tokenizer", False):  # labels in the decoder's own vocabulary
+        target = processor.target_tokenizer.get_vocab()
+        parts["target_vocab"] = hashlib.sha256(json.dumps(sorted(target.items())).encode()).hexdigest()
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 

@@ -81,13 +81,17 @@ def model_class(task):
 
 
 def build_model(config, tokenizer):
-    """The task's model: from `training.pretrained` if set, else fresh from `config.model`."""
+    """The task's model: from `training.pretrained` if set, else fresh from `config.model` and `config.towers`."""
     from xmodal import XModalConfig
 
     cls = model_class(config.task)
     attention = config.training.attn_implementation
     if config.training.pretrained:
         return cls.from_pretrained(config.training.pretrained, attn_implementation=attention)
+    if config.towers.parts():  # pretrained towers, frozen parts and their LoRA adapters
+        from .pretrained import build_composed_model
+
+        return build_composed_model(config, tokenizer, cls, attention)
     kwargs = configure_tokens(config.model, tokenizer, config.data)
     model_config = XModalConfig(**kwargs)
     torch.manual_seed(config.training.seed)
