@@ -32,6 +32,19 @@ def _weights_have(folder, prefix):
     return False
 
 
+def _load_part(cls, model_dir):
+    """One head's view of a checkpoint, in eval mode. A pre-training checkpoint holds every head, so each
+    view leaves most weights unused by design: the load report that would list them is silenced."""
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        return cls.from_pretrained(model_dir).eval()
+    finally:
+        logging.set_verbosity(level)
+
+
 def _batches(dataset, indices, batch_size, collator):
     for start in range(0, len(indices), batch_size):
         yield collator([dataset[i] for i in indices[start:start + batch_size]])
@@ -135,13 +148,13 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
     metrics = {"split": split_name, "samples": len(dataset)}
 
     if len(modalities) > 1 and config.task in ("pretraining", "contrastive"):  # the heads that train the space
-        model = xmodal.XModalModel.from_pretrained(model_dir).eval()
+        model = _load_part(xmodal.XModalModel, model_dir)
         embeds = embed_all(model, dataset, batch_size, collator)
         metrics.update(retrieval_metrics(embeds, ks=tuple(evaluation.recall_at), relevant=_relevance(dataset)))
         del model
 
     if _weights_have(model_dir, "itm_head") and len(modalities) > 1:
-        model = xmodal.XModalForMatching.from_pretrained(model_dir).eval()
+        model = _load_part(xmodal.XModalForMatching, model_dir)
         if config.task == "matching" and "labels" in dataset.tensors:
             logits = torch.cat([model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
                                 for batch in _batches(dataset, list(range(len(dataset))), batch_size, collator)])
@@ -155,7 +168,7 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
         del model
 
     if model_config.decoder_config is not None and _weights_have(model_dir, "decoder.") and "caption" in dataset.metadata:
-        model = xmodal.XModalForConditionalGeneration.from_pretrained(model_dir).eval()
+        model = _load_part(xmodal.XModalForConditionalGeneration, model_dir)
         count = min(len(dataset), evaluation.generation_samples or len(dataset))
         references = dataset.metadata["caption"][:count]
         for source, prefix in (("image", "caption_"), ("audio", "speech_to_text_")):
@@ -168,7 +181,7 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
         del model
 
     if config.task == "classification" and "labels" in dataset.tensors:
-        model = xmodal.XModalForSequenceClassification.from_pretrained(model_dir).eval()
+        model = _load_part(xmodal.XModalForSequenceClassification, model_dir)
         logits = torch.cat([model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
                             for batch in _batches(dataset, list(range(len(dataset))), batch_size, collator)])
         metrics.update(classification_accuracy(logits, dataset.tensors["labels"]))

@@ -105,10 +105,11 @@ class TrainingProgress:
     step: int = 0  # optimizer steps
     micro_step: int = 0  # batches consumed
     samples: int = 0
+    seconds: float = 0.0  # training time so far, across resumed runs
     history: list = field(default_factory=list)
 
     def state_dict(self):
-        return {"step": self.step, "micro_step": self.micro_step, "samples": self.samples, "history": self.history}
+        return dict(self.__dict__)
 
     def load_state_dict(self, state):
         self.__dict__.update(state)
@@ -206,6 +207,26 @@ def _set_threads(training, accelerator):
         torch.set_num_threads(threads)
 
 
+def make_loaders(data, config, accelerator):
+    """The training loader (global batches, shuffled per epoch from the seed) and the evaluation loader."""
+    training = config.training
+    sampler = EpochShuffleSampler(len(data.train), training.seed)
+    # The loader's own generator: creating an iterator draws a seed from it, and drawing from the global
+    # RNG instead would shift the model's random draws (hard negatives, dropout) after a mid-epoch resume.
+    train_loader = torch.utils.data.DataLoader(data.train, batch_size=training.batch_size, sampler=sampler,
+                                               drop_last=True, collate_fn=data.collator,
+                                               generator=torch.Generator().manual_seed(training.seed))
+    if len(train_loader) == 0:
+        raise ValueError(f"training.batch_size={training.batch_size} is larger than the {len(data.train)} "
+                         "training samples.")
+    eval_loader = None
+    if data.eval is not None:
+        processes = accelerator.num_processes
+        eval_batch = max(processes, config.evaluation.batch_size // processes * processes)
+        eval_loader = torch.utils.data.DataLoader(data.eval, batch_size=eval_batch, collate_fn=data.collator)
+    return sampler, train_loader, eval_loader
+
+
 def train(config, resume=False, command=None):
     """Trains as `config` says; writes `<output_dir>/model` and returns the final metrics."""
     from accelerate import skip_first_batches
@@ -233,20 +254,7 @@ def train(config, resume=False, command=None):
                                   betas=(training.adam_beta1, training.adam_beta2), eps=training.adam_epsilon)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(training.warmup_steps, training.max_steps, training.min_learning_rate_ratio))
-    sampler = EpochShuffleSampler(len(data.train), training.seed)
-    # The loader's own generator: creating an iterator draws a seed from it, and drawing from the global
-    # RNG instead would shift the model's random draws (hard negatives, dropout) after a mid-epoch resume.
-    train_loader = torch.utils.data.DataLoader(data.train, batch_size=training.batch_size, sampler=sampler,
-                                               drop_last=True, collate_fn=data.collator,
-                                               generator=torch.Generator().manual_seed(training.seed))
-    if len(train_loader) == 0:
-        raise ValueError(f"training.batch_size={training.batch_size} is larger than the {len(data.train)} "
-                         "training samples.")
-    eval_loader = None
-    if data.eval is not None:
-        eval_batch = max(accelerator.num_processes, config.evaluation.batch_size // accelerator.num_processes
-                         * accelerator.num_processes)
-        eval_loader = torch.utils.data.DataLoader(data.eval, batch_size=eval_batch, collate_fn=data.collator)
+    sampler, train_loader, eval_loader = make_loaders(data, config, accelerator)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
@@ -265,7 +273,7 @@ def train(config, resume=False, command=None):
 
     bar = _progress_bar(accelerator, training, progress.step)
     window = LossWindow()
-    start = time.perf_counter()
+    start, seconds_before = time.perf_counter(), progress.seconds  # a resumed run adds to the earlier time
     last_time, last_samples = start, progress.samples
     model.train()
     while progress.step < training.max_steps:
@@ -292,23 +300,15 @@ def train(config, resume=False, command=None):
                 continue
             scheduler.step()
             progress.step += 1
+            progress.seconds = seconds_before + time.perf_counter() - start
             if bar is not None:
                 bar.update(1)
             if progress.step % training.log_every == 0 or progress.step == training.max_steps:
                 now = time.perf_counter()
-                logs = window.reduce(accelerator)
-                logs.update(lr=scheduler.get_last_lr()[0], samples_per_second=(progress.samples - last_samples)
-                            / max(now - last_time, 1e-9))
-                if grad_norm is not None:
-                    logs["grad_norm"] = float(grad_norm)
+                speed = (progress.samples - last_samples) / max(now - last_time, 1e-9)
                 last_time, last_samples = now, progress.samples
-                progress.history.append({"step": progress.step, **logs})
-                accelerator.log(logs, step=progress.step)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{logs['loss']:.4f}", samples_s=f"{logs['samples_per_second']:.0f}")
-                else:
-                    accelerator.print(f"step {progress.step}/{training.max_steps}: loss={logs['loss']:.4f} "
-                                      f"samples/s={logs['samples_per_second']:.0f}", flush=True)
+                log_step(accelerator, bar, window, progress, training, lr=scheduler.get_last_lr()[0],
+                         samples_per_second=speed, grad_norm=None if grad_norm is None else float(grad_norm))
             if eval_loader is not None and training.eval_every and progress.step % training.eval_every == 0:
                 metrics = validate(model, eval_loader, accelerator, config)
                 progress.history.append({"step": progress.step, **metrics})
@@ -320,7 +320,7 @@ def train(config, resume=False, command=None):
                 break
     if bar is not None:
         bar.close()
-    train_seconds = time.perf_counter() - start
+    train_seconds = progress.seconds
     accelerator.wait_for_everyone()
     # Sharded models (FSDP, DeepSpeed) gather their full weights with every process taking part.
     state_dict = accelerator.get_state_dict(model) if _is_sharded(accelerator) else None
@@ -331,6 +331,19 @@ def train(config, resume=False, command=None):
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return metrics
+
+
+def log_step(accelerator, bar, window, progress, training, **values):
+    """Mean loss parts since the last log line (over processes too), to TensorBoard, the bar and the history."""
+    logs = window.reduce(accelerator)
+    logs.update({k: v for k, v in values.items() if v is not None})
+    progress.history.append({"step": progress.step, **logs})
+    accelerator.log(logs, step=progress.step)
+    if bar is not None:
+        bar.set_postfix(loss=f"{logs['loss']:.4f}", samples_s=f"{logs['samples_per_second']:.0f}")
+    else:
+        accelerator.print(f"step {progress.step}/{training.max_steps}: loss={logs['loss']:.4f} "
+                          f"samples/s={logs['samples_per_second']:.0f}", flush=True)
 
 
 class LossWindow:
