@@ -214,8 +214,10 @@ def plan_scenes(
     subset, held_out = novel_pairs(num_emoji, seed)
     if sizes["test_novel"] and not held_out.any():
         raise ValueError("test_novel needs at least 2 emoji (num_emoji >= 2)")
+    if not any(sizes[split] for split in SPLITS):
+        raise ValueError(f"Every split size is 0 ({sizes}); ask for at least one scene.")
     plan = {}
-    for split in SPLITS:
+    for split in (s for s in SPLITS if sizes[s]):  # a split of size 0 is left out, not saved empty
         plan[split] = [
             # one generator per scene (Python's: 10x cheaper per draw than numpy's), seeded by a
             # string, so a scene never depends on how many came before it

@@ -174,7 +174,7 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
         for source, prefix in (("image", "caption_"), ("audio", "speech_to_text_")):
             if source in modalities:
                 hypotheses = generate_texts(model, dataset, source, count, batch_size, collator,
-                                            processor.tokenizer, evaluation)
+                                            processor.target_tokenizer, evaluation)
                 metrics.update(error_rates(references, hypotheses, prefix=prefix))
                 metrics[f"{prefix}examples"] = [{"reference": r, "generated": h}
                                                 for r, h in list(zip(references, hypotheses))[:3]]

@@ -244,3 +244,12 @@ def test_without_raqm_only_single_code_point_emoji_are_kept(monkeypatch):
         emoji_assets._font.cache_clear()
     assert len(basic) > 1000
     assert all(len(info.char.replace("\ufe0f", "")) == 1 for info in basic)
+
+
+def test_splits_of_size_zero_are_left_out_and_all_zero_is_an_error():
+    from xmodal.processing.scenes import plan_scenes
+
+    plan = plan_scenes(num_emoji=6, sizes={"train": 5, "validation": 0, "test": 2, "test_novel": 0}, image_size=32)
+    assert {split: len(scenes) for split, scenes in plan.items()} == {"train": 5, "test": 2}
+    with pytest.raises(ValueError, match="Every split size is 0"):
+        plan_scenes(num_emoji=6, sizes={"train": 0, "validation": 0, "test": 0, "test_novel": 0})
