@@ -288,6 +288,25 @@ def _build_chunk(job: tuple[list[Scene], int, bool, str]) -> dict[str, list]:
     return _columns(scenes, audios, image_size)
 
 
+def _speak_job(job):
+    return speak_here(*job)
+
+
+def respeak_split(split, voices=UNSEEN_VOICES, seed: int = 0, audio_format: str = "wav", num_proc: int = 2):
+    """`split` with every caption spoken again by `voices` (one drawn per scene from `seed`, with a rate and
+    pitch from the training ranges): the same scenes heard in a voice that training never used."""
+    rng = random.Random(f"xmodal-respeak/{seed}")
+    requests = [(caption, rng.choice(list(voices)), rng.randint(*RATE_RANGE), rng.randint(*PITCH_RANGE))
+                for caption in split["caption"]]
+    jobs = [(requests[start : start + CHUNK_SIZE], SAMPLING_RATE, audio_format)
+            for start in range(0, len(requests), CHUNK_SIZE)]
+    audios = [audio for chunk in fresh_process_map(_speak_job, jobs, num_proc) for audio in chunk]
+    split = split.remove_columns(["audio", "sampling_rate", "voice"])
+    split = split.add_column("audio", audios, feature=scene_features()["audio"])
+    split = split.add_column("sampling_rate", [SAMPLING_RATE] * len(audios), feature=scene_features()["sampling_rate"])
+    return split.add_column("voice", [voice for _, voice, _, _ in requests])
+
+
 def _warm_sprite_cache(plan: dict[str, list[Scene]]) -> None:
     """Scale, once and here, every sprite size that more than one object uses: forked workers
     inherit the cache instead of each redoing the same resizes (a third of the drawing time)."""

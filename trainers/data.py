@@ -79,12 +79,26 @@ def _atomic_build(path, write):
         shutil.rmtree(staging, ignore_errors=True)
 
 
+UNSEEN_VOICE_SUFFIX = ":unseen-voice"
+
+
 def select_split(dataset, name, max_samples=None):
-    if name not in dataset:
-        raise DataError(f"The dataset has no split {name!r}; it has {sorted(dataset)}.")
-    split = dataset[name]
+    """A split by name; `<split>:unseen-voice` is that split's scenes spoken again by voices that no
+    split uses (`xmodal.processing.speech.UNSEEN_VOICES`), to test speech from an unheard voice."""
+    base = name[: -len(UNSEEN_VOICE_SUFFIX)] if name.endswith(UNSEEN_VOICE_SUFFIX) else name
+    if base not in dataset:
+        raise DataError(f"The dataset has no split {base!r}; it has {sorted(dataset)} (each also as "
+                        f"'<split>{UNSEEN_VOICE_SUFFIX}' where it has speech).")
+    split = dataset[base]
     if max_samples is not None and max_samples < len(split):
         split = split.select(range(max_samples))
+    if base != name:
+        from xmodal.processing.scenes import respeak_split
+
+        if "audio" not in split.column_names or "caption" not in split.column_names:
+            raise DataError(f"{name!r} needs a split with captions and speech; {base!r} has "
+                            f"{split.column_names}.")
+        split = respeak_split(split)
     return split
 
 
