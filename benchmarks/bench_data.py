@@ -16,7 +16,7 @@ from common import arguments, fmt, machine_info, print_machine, print_table, wri
 
 def main():
     args = arguments(__doc__.splitlines()[0], extra=lambda p: (
-        p.add_argument("--scenes", type=int, default=600, help="training scenes (plus 1/6 as many per other split)"),
+        p.add_argument("--scenes", type=int, default=3000, help="training scenes (plus 1/6 as many per other split)"),
         p.add_argument("--num-proc", type=int, default=2)))
     info = machine_info()
     print_machine(info)
