@@ -60,6 +60,9 @@ class TrainingConfig:
     output_dir: str = "runs/default"
     seed: int = 0
     max_steps: int = 1000
+    # A time budget: stop when it is spent, and run the schedule by steps or time, whichever is further along
+    # (so warmup and decay still complete). A run with a budget does not resume bit for bit.
+    max_minutes: float | None = None
     batch_size: int = 64
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-3
@@ -212,6 +215,10 @@ def validate(config: RunConfig):
             raise ConfigError(f"training.{name}={getattr(training, name)!r} must be an integer >= 0.")
     if not isinstance(training.learning_rate, (int, float)) or training.learning_rate <= 0:
         raise ConfigError(f"training.learning_rate={training.learning_rate!r} must be a positive number.")
+    if training.max_minutes is not None and (isinstance(training.max_minutes, bool) or not isinstance(
+            training.max_minutes, (int, float)) or training.max_minutes <= 0):
+        raise ConfigError(f"training.max_minutes={training.max_minutes!r} must be a positive number of minutes "
+                          "(or null for no time budget).")
     if TASKS[config.task][1] == "column" and not data.label_column:
         raise ConfigError(f"task={config.task!r} needs data.label_column (the column holding `labels`).")
     _check_model_section(config.model)

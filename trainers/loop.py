@@ -74,6 +74,30 @@ def warmup_cosine(warmup_steps, total_steps, min_ratio=0.0):
     return schedule
 
 
+def within_budget(schedule, progress, training):
+    """With `training.max_minutes`, `schedule` runs by whichever is further along, the steps or the clock,
+    so a run cut short by its time budget still ends its warmup and its cosine decay."""
+    if not training.max_minutes:
+        return schedule
+    budget = training.max_minutes * 60
+
+    def at(step):
+        return schedule(max(step, int(training.max_steps * min(1.0, progress.seconds / budget))))
+
+    return at
+
+
+def _elapsed(accelerator, start, seconds_before, synchronized):
+    """Training seconds so far; `synchronized`: the main process's clock on every process, so that all of
+    them take the same learning rate and stop at the same step."""
+    seconds = time.perf_counter() - start
+    if synchronized and accelerator.num_processes > 1:
+        from accelerate.utils import broadcast
+
+        seconds = float(broadcast(torch.tensor([seconds], dtype=torch.float64), from_process=0))
+    return seconds_before + seconds
+
+
 def model_class(task):
     import xmodal
 
@@ -252,13 +276,13 @@ def train(config, resume=False, command=None):
         model = apply_lora(model, config.lora, config.task)
     optimizer = torch.optim.AdamW(parameter_groups(model, training.weight_decay), lr=training.learning_rate,
                                   betas=(training.adam_beta1, training.adam_beta2), eps=training.adam_epsilon)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(training.warmup_steps, training.max_steps, training.min_learning_rate_ratio))
+    progress = TrainingProgress()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, within_budget(
+        warmup_cosine(training.warmup_steps, training.max_steps, training.min_learning_rate_ratio), progress, training))
     sampler, train_loader, eval_loader = make_loaders(data, config, accelerator)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
-    progress = TrainingProgress()
     accelerator.register_for_checkpointing(scheduler, progress)
     if resume:
         state = checkpointing.latest_state(output_dir)
@@ -275,8 +299,10 @@ def train(config, resume=False, command=None):
     window = LossWindow()
     start, seconds_before = time.perf_counter(), progress.seconds  # a resumed run adds to the earlier time
     last_time, last_samples = start, progress.samples
+    budget = training.max_minutes * 60 if training.max_minutes else None
+    out_of_time = False
     model.train()
-    while progress.step < training.max_steps:
+    while progress.step < training.max_steps and not out_of_time:
         epoch, offset = divmod(progress.micro_step, len(train_loader))
         loader = skip_first_batches(train_loader, offset) if offset else train_loader
         # The prepared loader hands its own epoch counter to the sampler when iterated; a resumed run
@@ -298,9 +324,10 @@ def train(config, resume=False, command=None):
             window.add(outputs)
             if not accelerator.sync_gradients:
                 continue
+            progress.seconds = _elapsed(accelerator, start, seconds_before, synchronized=budget is not None)
             scheduler.step()
             progress.step += 1
-            progress.seconds = seconds_before + time.perf_counter() - start
+            out_of_time = budget is not None and progress.seconds >= budget
             if bar is not None:
                 bar.update(1)
             if progress.step % training.log_every == 0 or progress.step == training.max_steps:
@@ -316,18 +343,22 @@ def train(config, resume=False, command=None):
                 accelerator.print(f"step {progress.step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
             if training.save_every and progress.step % training.save_every == 0:
                 save_training_state(accelerator, output_dir, progress.step, training.save_total_limit)
-            if progress.step >= training.max_steps:
+            if progress.step >= training.max_steps or out_of_time:
                 break
     if bar is not None:
         bar.close()
+    if out_of_time:
+        accelerator.print(f"Stopped at step {progress.step} of {training.max_steps}: the {training.max_minutes}-minute "
+                          "budget (training.max_minutes) is spent.")
     train_seconds = progress.seconds
+    peak_rss_mib = _peak_rss_mib(accelerator)
     accelerator.wait_for_everyone()
     # Sharded models (FSDP, DeepSpeed) gather their full weights with every process taking part.
     state_dict = accelerator.get_state_dict(model) if _is_sharded(accelerator) else None
     metrics = {}
     if accelerator.is_main_process:
         metrics = finish(accelerator.unwrap_model(model), data.processor, config, progress, train_seconds, command,
-                         state_dict=state_dict)
+                         state_dict=state_dict, peak_rss_mib=peak_rss_mib)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return metrics
@@ -478,7 +509,15 @@ def _is_sharded(accelerator):
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
-def finish(model, processor, config, progress, train_seconds, command, state_dict=None):
+def _peak_rss_mib(accelerator):
+    """Peak resident memory of the largest process so far (data, model, optimizer, activations), in MiB."""
+    import resource
+
+    peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0])  # Linux: KiB
+    return round(float(accelerator.gather(peak).max()), 1)
+
+
+def finish(model, processor, config, progress, train_seconds, command, state_dict=None, peak_rss_mib=None):
     """Writes `<output_dir>/model` (weights, config, processor, card, curve, metrics) atomically; evaluates it."""
     from .evaluate import evaluate_checkpoint, print_metrics, scalar_metrics, write_metrics
 
@@ -506,6 +545,8 @@ def finish(model, processor, config, progress, train_seconds, command, state_dic
                 metrics.update({f"{split}/{k}": v for k, v in extra.items() if k != "split"})
         if metrics:
             metrics["train_minutes"] = round(train_seconds / 60, 2)
+            if peak_rss_mib is not None:
+                metrics["train_peak_rss_mib"] = peak_rss_mib
         checkpointing.plot_training_curve(progress.history, staging / "training_curve.png")
         checkpointing.write_model_card(staging, config, scalar_metrics(metrics), train_seconds, num_parameters,
                                        command)

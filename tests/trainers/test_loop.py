@@ -3,6 +3,7 @@
 import errno
 import functools
 import math
+import re
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from safetensors.torch import load_file
 
 import xmodal
 from xmodal.trainers import checkpointing
-from xmodal.trainers.config import config_from_dict
+from xmodal.trainers.config import ConfigError, config_from_dict
 from xmodal.trainers.data import DataError
 from xmodal.trainers.evaluate import evaluate_checkpoint
 from xmodal.trainers.loop import CheckpointError, TrainingDiverged, parameter_groups, train, warmup_cosine
@@ -46,6 +47,8 @@ def test_train_writes_a_loadable_checkpoint_with_card_and_metrics(tmp_path, tiny
     for name in ("model.safetensors", "config.json", "processor_config.json", "tokenizer.json", "README.md",
                  "training_curve.png", "metrics.json", "metrics.md", "training_config.yaml"):
         assert (model_dir / name).is_file(), name
+    # this process has at least the model and its data resident, and no CPU test process reaches 64 GiB
+    assert 50 < metrics["train_peak_rss_mib"] < 65536 and metrics["train_minutes"] > 0
     card = (model_dir / "README.md").read_text()
     assert "CC BY-SA 4.0" in card and "eSpeak NG" in card and "xmodal train" in card and "text_to_image_R@1" in card
     for key in ("text_to_image_R@1", "image_to_text_R@10", "audio_to_image_R@5", "image_text_matching_roc_auc",
@@ -136,3 +139,24 @@ def test_missing_data_dir_is_a_clear_error(tmp_path):
         train(config_from_dict(values))
     result = run_cli("train", "--config", write_yaml(values, tmp_path / "c.yaml"))
     assert result.returncode == 1 and "No dataset at data.path" in result.stderr
+
+
+def test_a_time_budget_runs_the_schedule_by_the_clock_and_stops(tmp_path, tiny_scenes, capsys):
+    from xmodal.trainers.loop import TrainingProgress, within_budget
+
+    training = config_from_dict(tiny_config(tmp_path, training={"max_steps": 100, "max_minutes": 1.0})).training
+    progress = TrainingProgress()
+    schedule = within_budget(warmup_cosine(10, 100, 0.0), progress, training)
+    assert schedule(50) == pytest.approx(warmup_cosine(10, 100, 0.0)(50))  # no time spent: by the steps
+    progress.seconds = 45.0  # three quarters of the budget: as far along as step 75
+    assert schedule(20) == pytest.approx(warmup_cosine(10, 100, 0.0)(75))
+    progress.seconds = 120.0
+    assert schedule(20) == pytest.approx(0.0)
+
+    values = tiny_config(tmp_path, training={"max_steps": 10_000, "max_minutes": 0.05}, evaluation={"split": None})
+    train(config_from_dict(values))  # 3 seconds of training, then the model is written
+    stopped = re.search(r"Stopped at step (\d+) of 10000", capsys.readouterr().out)
+    assert stopped and 1 <= int(stopped.group(1)) < 10_000
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    with pytest.raises(ConfigError, match="training.max_minutes=0 must be a positive number"):
+        config_from_dict(tiny_config(tmp_path, training={"max_minutes": 0}))
