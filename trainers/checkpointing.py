@@ -110,7 +110,7 @@ def metrics_markdown(metrics):
     return "\n".join(lines)
 
 
-def write_model_card(folder, config, metrics, train_seconds, num_parameters, command):
+def write_model_card(folder, config, metrics, train_seconds, num_parameters, command, steps=None):
     """README.md with what the model is, how it did, where the data came from and how to reproduce it."""
     from .pretrained import card_section
 
@@ -126,7 +126,7 @@ tags: [xmodal, multimodal, contrastive, {config.task}]
 # XModal {config.task} model ({towers})
 
 {origin} with `xmodal train` on the built-in `{config.data.name}` data
-({config.training.max_steps} optimizer steps of {config.training.batch_size} samples, {train_seconds / 60:.1f} min,
+({steps if steps is not None else config.training.max_steps} optimizer steps of {config.training.batch_size} samples, {train_seconds / 60:.1f} min,
 {num_parameters / 1e6:.2f} M parameters).
 
 ```python

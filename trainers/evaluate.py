@@ -203,6 +203,8 @@ def write_metrics(metrics, folder, name):
     from .checkpointing import metrics_markdown
 
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = name.replace(":", "-")  # `test:unseen-voice` -> eval_test-unseen-voice.json
     (folder / f"{name}.json").write_text(json.dumps(metrics, indent=2))
     (folder / f"{name}.md").write_text(metrics_markdown(scalar_metrics(metrics)) + "\n")
 
@@ -212,6 +214,7 @@ def main(args):
     metrics = evaluate_checkpoint(args.model, config=config, split=args.split, data_path=args.data_path,
                                   max_samples=args.max_samples)
     output = Path(args.output_dir or args.model)
-    write_metrics(metrics, output, f"eval_{metrics['split']}")
-    print_metrics(metrics, title=f"{args.model} on {metrics['split']} (written to {output}/eval_{metrics['split']}.json)")
+    name = f"eval_{metrics['split']}".replace(":", "-")
+    print_metrics(metrics, title=f"{args.model} on {metrics['split']} (written to {output}/{name}.json)")
+    write_metrics(metrics, output, name)
     return 0

@@ -549,7 +549,7 @@ def finish(model, processor, config, progress, train_seconds, command, state_dic
                 metrics["train_peak_rss_mib"] = peak_rss_mib
         checkpointing.plot_training_curve(progress.history, staging / "training_curve.png")
         checkpointing.write_model_card(staging, config, scalar_metrics(metrics), train_seconds, num_parameters,
-                                       command)
+                                       command, steps=progress.step)
         write_metrics(metrics, staging, "metrics")
     if metrics:
         print_metrics(metrics, title=f"Final metrics ({config.evaluation.split} split) -> {target}")

@@ -56,3 +56,15 @@ def test_compute_metrics_for_trainer():
     assert result["matching_accuracy"] == pytest.approx(2 / 3)
     result = make_compute_metrics("classification")(EvalPrediction(predictions=logits, label_ids=np.array([1, 0, 1])))
     assert result["accuracy"] == 1.0
+
+
+def test_write_metrics_makes_the_folder_and_a_file_name_without_colons(tmp_path):
+    import json
+
+    from xmodal.trainers.evaluate import write_metrics
+
+    write_metrics({"split": "test:unseen-voice", "speech_to_text_cer": 0.25}, tmp_path / "new" / "dir",
+                  "eval_test:unseen-voice")
+    written = tmp_path / "new" / "dir" / "eval_test-unseen-voice.json"
+    assert json.loads(written.read_text())["speech_to_text_cer"] == 0.25
+    assert "0.25" in (tmp_path / "new" / "dir" / "eval_test-unseen-voice.md").read_text()
