@@ -111,9 +111,11 @@ def test_automatic_speech_recognition_pipeline(tmp_path):
     torch.manual_seed(0)
     model = XModalForConditionalGeneration(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    for _ in range(120):
+    for _ in range(250):  # ~120 steps reach it; Adam at lr 2e-3 can spike for a few steps near the end
         loss = model(input_features=batch["input_features"], feature_attention_mask=batch["feature_attention_mask"],
                      labels=batch["labels"]).loss
+        if loss.item() < 0.05:
+            break
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
