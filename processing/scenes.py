@@ -301,9 +301,10 @@ def respeak_split(split, voices=UNSEEN_VOICES, seed: int = 0, audio_format: str 
     jobs = [(requests[start : start + CHUNK_SIZE], SAMPLING_RATE, audio_format)
             for start in range(0, len(requests), CHUNK_SIZE)]
     audios = [audio for chunk in fresh_process_map(_speak_job, jobs, num_proc) for audio in chunk]
+    features = scene_features()
     split = split.remove_columns(["audio", "sampling_rate", "voice"])
-    split = split.add_column("audio", audios, feature=scene_features()["audio"])
-    split = split.add_column("sampling_rate", [SAMPLING_RATE] * len(audios), feature=scene_features()["sampling_rate"])
+    split = split.add_column("audio", audios, feature=features["audio"])
+    split = split.add_column("sampling_rate", [SAMPLING_RATE] * len(audios), feature=features["sampling_rate"])
     return split.add_column("voice", [voice for _, voice, _, _ in requests])
 
 

@@ -199,7 +199,7 @@ def print_metrics(metrics, title="Metrics"):
 
 
 def write_metrics(metrics, folder, name):
-    """`<name>.json` (everything) and `<name>.md` (the table of numbers) in `folder`."""
+    """`<name>.json` (everything) and `<name>.md` (the table of numbers) in `folder`; returns the JSON path."""
     from .checkpointing import metrics_markdown
 
     folder = Path(folder)
@@ -207,6 +207,7 @@ def write_metrics(metrics, folder, name):
     name = name.replace(":", "-")  # `test:unseen-voice` -> eval_test-unseen-voice.json
     (folder / f"{name}.json").write_text(json.dumps(metrics, indent=2))
     (folder / f"{name}.md").write_text(metrics_markdown(scalar_metrics(metrics)) + "\n")
+    return folder / f"{name}.json"
 
 
 def main(args):
@@ -214,7 +215,7 @@ def main(args):
     metrics = evaluate_checkpoint(args.model, config=config, split=args.split, data_path=args.data_path,
                                   max_samples=args.max_samples)
     output = Path(args.output_dir or args.model)
-    name = f"eval_{metrics['split']}".replace(":", "-")
-    print_metrics(metrics, title=f"{args.model} on {metrics['split']} (written to {output}/{name}.json)")
-    write_metrics(metrics, output, name)
+    print_metrics(metrics, title=f"{args.model} on {metrics['split']}")  # first: a failed write loses nothing
+    written = write_metrics(metrics, output, "eval_" + metrics["split"])
+    print(f"Written to {written}")
     return 0

@@ -13,17 +13,17 @@ import os
 from pathlib import Path
 
 import torch
+from xmodal.modeling_xmodal import CONFIG_KEYS, PROJECTIONS, TOWERS
+from xmodal.towers import tower_output_size
 
 from .config import ConfigError
 
-PART_CONFIG_KEYS = {"text": "text_config", "image": "vision_config", "audio": "audio_config",
-                    "decoder": "decoder_config"}
+PART_CONFIG_KEYS = {**CONFIG_KEYS, "decoder": "decoder_config"}
 # Top-level module names (below `xmodal.` and PEFT's `base_model.model.`) -> the part they belong to.
 MODULE_PARTS = {
-    "text_model": "text", "vision_model": "image", "audio_model": "audio",
-    "text_projection": "projections", "visual_projection": "projections", "audio_projection": "projections",
-    "logit_scale": "projections", "logit_bias": "projections", "fusion": "fusion",
-    "decoder": "decoder", "lm_head": "decoder", "decoder_bridges": "decoder",
+    **{module: part for part, module in TOWERS.items()},
+    **dict.fromkeys((*PROJECTIONS.values(), "logit_scale", "logit_bias"), "projections"),
+    "fusion": "fusion", "decoder": "decoder", "lm_head": "decoder", "decoder_bridges": "decoder",
     "itm_head": "heads", "classifier": "heads",
 }
 COUNT_PARTS = ("text", "image", "audio", "projections", "fusion", "decoder", "heads")
@@ -99,10 +99,10 @@ def resolve_source(source, where="towers"):
 
 
 def _hidden_size(config):
-    for name in ("hidden_size", "d_model", "dim", "embed_dim"):
-        if isinstance(getattr(config, name, None), int):
-            return getattr(config, name)
-    return None
+    try:
+        return tower_output_size(config)
+    except ValueError:
+        return None
 
 
 def _check_fits(part, config, folder, requested):
@@ -210,8 +210,8 @@ def part_modules(model, part):
     if part == "decoder":
         return [m for m in (getattr(model, "decoder", None), getattr(model, "lm_head", None),
                             getattr(model, "decoder_bridges", None)) if m is not None]
-    name = {"text": "text_model", "image": "vision_model", "audio": "audio_model"}[part]
-    return [getattr(base, name)] if getattr(base, name, None) is not None else []
+    tower = getattr(base, TOWERS[part], None)
+    return [tower] if tower is not None else []
 
 
 def parameter_part(name):
