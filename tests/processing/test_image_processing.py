@@ -54,6 +54,41 @@ def test_matches_manual_pil_numpy_pipeline(processor, size):
     np.testing.assert_allclose(pixels(processor, image)[0], manual_pipeline(image), atol=1e-6)
 
 
+@pytest.mark.parametrize("sizes", [[(320, 240), (97, 50), (50, 97)], [(64, 64), (65, 64), (200, 201)], [(3, 7)]])
+def test_batch_path_equals_clip_image_processor_bit_for_bit(processor, sizes):
+    """The batched fast path (resize + crop in PIL, batch arithmetic) gives CLIPImageProcessor's pixels."""
+    from transformers import CLIPImageProcessor
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # CLIPImageProcessor without torchvision: its PIL backend
+    clip = CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64},
+                              image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    images = [random_image(*size, seed=i) for i, size in enumerate(sizes)]
+    for tensors in ("np", "pt"):
+        ours, theirs = (p(images, return_tensors=tensors)["pixel_values"] for p in (processor, clip))
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    padded = {"size": {"shortest_edge": 48}}  # the crop is larger than the resized image: the padding path
+    np.testing.assert_array_equal(XModalImageProcessor(**padded)(images, return_tensors="np")["pixel_values"],
+                                  CLIPImageProcessor(**{**clip.to_dict(), **padded})(
+                                      images, return_tensors="np")["pixel_values"])
+    listed = processor(images)["pixel_values"]
+    assert isinstance(listed, list) and len(listed) == len(images)
+    np.testing.assert_array_equal(np.stack(listed), pixels(processor, images))
+
+
+def test_threaded_batch_equals_one_image_at_a_time(processor):
+    """A batch of 24 is resized on 2 threads; every image comes out as it does alone."""
+    images = [random_image(40 + 7 * i, 90 - 2 * i, seed=i) for i in range(24)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        batch = pixels(processor, images)
+    finally:
+        torch.set_num_threads(threads)
+    alone = np.concatenate([pixels(processor, image) for image in images])
+    np.testing.assert_array_equal(batch, alone)
+
+
 def test_pt_and_np_agree(processor):
     image = random_image()
     torch_out = processor(image, return_tensors="pt")["pixel_values"]
