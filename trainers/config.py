@@ -78,6 +78,11 @@ class TrainingConfig:
     eval_every: int = 0  # 0: only at the end
     save_every: int = 0  # 0: no intermediate training state
     save_total_limit: int = 2
+    # Light steps: of every `full_step_every` optimizer steps, the first sees the whole batch and the others
+    # leave out `light_step_drop` (modalities and/or "labels"), e.g. the speech, whose pretrained encoder is
+    # most of a step's time, so that the cheap pairs see many more samples in the same minutes.
+    full_step_every: int = 1
+    light_step_drop: list = field(default_factory=lambda: ["audio"])
     num_processes: int = 1  # processes `xmodal train` starts (GPUs, or CPU processes joined by gloo)
     num_threads: int | None = None  # per process; None = cores / processes
     attn_implementation: str = "eager"
@@ -207,7 +212,8 @@ def validate(config: RunConfig):
         raise ConfigError(f"data.modalities={data.modalities!r}: choose a non-empty subset of {list(MODALITIES)}.")
     if training.mixed_precision not in PRECISIONS:
         raise ConfigError(f"training.mixed_precision={training.mixed_precision!r}; choose one of {list(PRECISIONS)}.")
-    for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every", "num_processes"):
+    for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every", "num_processes",
+                 "full_step_every"):
         if not isinstance(getattr(training, name), int) or getattr(training, name) <= 0:
             raise ConfigError(f"training.{name}={getattr(training, name)!r} must be a positive integer.")
     for name in ("eval_every", "save_every", "warmup_steps"):
@@ -219,6 +225,12 @@ def validate(config: RunConfig):
             training.max_minutes, (int, float)) or training.max_minutes <= 0):
         raise ConfigError(f"training.max_minutes={training.max_minutes!r} must be a positive number of minutes "
                           "(or null for no time budget).")
+    droppable = [*MODALITIES, "labels"]
+    if not isinstance(training.light_step_drop, list) or set(training.light_step_drop) - set(droppable):
+        raise ConfigError(f"training.light_step_drop={training.light_step_drop!r}: choose a list from {droppable}.")
+    if training.full_step_every > 1 and not training.light_step_drop:
+        raise ConfigError(f"training.full_step_every={training.full_step_every} needs training.light_step_drop: "
+                          "the inputs that the light steps leave out.")
     if TASKS[config.task][1] == "column" and not data.label_column:
         raise ConfigError(f"task={config.task!r} needs data.label_column (the column holding `labels`).")
     _check_model_section(config.model)

@@ -26,6 +26,9 @@ ENCODED_KEYS = ("input_ids", "attention_mask", "pixel_values", "input_features",
 TRIM_BY_MASK = {"input_ids": "attention_mask", "attention_mask": "attention_mask",
                 "input_features": "feature_attention_mask", "feature_attention_mask": "feature_attention_mask"}
 CACHE_VERSION = 1
+# The forward arguments that carry each modality (and the text targets).
+MODALITY_INPUTS = {"text": ("input_ids", "attention_mask", "token_type_ids"), "image": ("pixel_values",),
+                   "audio": ("input_features", "feature_attention_mask"), "labels": ("labels",)}
 
 
 class DataError(ValueError):

@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from .config import ConfigError, RunConfig, load_config
-from .data import XModalDataCollator, encode_split, load_raw_dataset, select_split
+from .data import MODALITY_INPUTS, XModalDataCollator, encode_split, load_raw_dataset, select_split
 from .metrics import caption_relevance, classification_accuracy, error_rates, matching_metrics, retrieval_metrics
 
 
@@ -73,8 +73,7 @@ def embed_all(model, dataset, batch_size, collator):
 @torch.no_grad()
 def matching_scores(model, dataset, pair, batch_size, collator, seed=0):
     """Match probabilities for every sample with its own partner and with a random other sample's."""
-    keys = {"text": ("input_ids", "attention_mask"), "image": ("pixel_values",),
-            "audio": ("input_features", "feature_attention_mask")}
+    keys = MODALITY_INPUTS
     count = len(dataset)
     generator = torch.Generator().manual_seed(seed)
     shift = torch.randint(1, max(count, 2), (count,), generator=generator)
@@ -109,7 +108,7 @@ def generation_token_ids(config):
 @torch.no_grad()
 def generate_texts(model, dataset, source, count, batch_size, collator, tokenizer, evaluation):
     """Generated captions (source "image") or transcripts (source "audio") for the first `count` samples."""
-    keys = {"image": ("pixel_values",), "audio": ("input_features", "feature_attention_mask")}[source]
+    keys = MODALITY_INPUTS[source]
     texts = []
     for batch in _batches(dataset, list(range(count)), batch_size, collator):
         inputs = {k: batch[k] for k in keys if k in batch}

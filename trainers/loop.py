@@ -18,6 +18,7 @@ import torch
 from . import checkpointing
 from .config import TASKS, save_config
 from .data import (
+    MODALITY_INPUTS,
     EpochShuffleSampler,
     XModalDataCollator,
     configure_tokens,
@@ -196,7 +197,7 @@ def _encoding_report(accelerator):
 # ----------------------------------------------------------------------------- the loop
 def make_accelerator(training, output_dir):
     from accelerate import Accelerator, DataLoaderConfiguration
-    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
+    from accelerate.utils import DistributedDataParallelKwargs, GradientAccumulationPlugin, ProjectConfiguration
 
     trackers = [t for t in training.report_to if t != "none"]
     if "tensorboard" in trackers:
@@ -205,8 +206,11 @@ def make_accelerator(training, output_dir):
         except ImportError:
             print("TensorBoard is not installed (pip install 'xmodal[train]'); not logging to it.", file=sys.stderr)
             trackers.remove("tensorboard")
+    # Light steps leave some parameters out of the graph; DDP must then look for them every step.
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if training.full_step_every > 1 else []
     return Accelerator(
         mixed_precision=resolve_precision(training.mixed_precision),
+        kwargs_handlers=handlers,
         gradient_accumulation_plugin=GradientAccumulationPlugin(
             num_steps=training.gradient_accumulation_steps, sync_with_dataloader=False),
         # `batch_size` is global: each of N processes gets batch_size / N rows of every batch.
@@ -311,7 +315,7 @@ def train(config, resume=False, command=None):
         sampler.set_epoch(epoch)
         for batch in loader:
             with accelerator.accumulate(model):
-                outputs = model(**batch)
+                outputs = model(**light_step(batch, progress.step, training))
                 _stop_if_not_finite(accelerator, outputs.loss, progress, output_dir)
                 accelerator.backward(outputs.loss)
                 grad_norm = None
@@ -364,6 +368,16 @@ def train(config, resume=False, command=None):
     return metrics
 
 
+def light_step(batch, step, training):
+    """The batch as optimizer step `step` sees it: whole on full steps, without `training.light_step_drop`'s
+    inputs on the light ones (see `TrainingConfig.full_step_every`). Depends only on the step, so every
+    process and a resumed run agree."""
+    if training.full_step_every <= 1 or step % training.full_step_every == 0:
+        return batch
+    dropped = {key for part in training.light_step_drop for key in MODALITY_INPUTS[part]}
+    return {key: value for key, value in batch.items() if key not in dropped}
+
+
 def log_step(accelerator, bar, window, progress, training, **values):
     """Mean loss parts since the last log line (over processes too), to TensorBoard, the bar and the history."""
     logs = window.reduce(accelerator)
@@ -381,19 +395,20 @@ class LossWindow:
     """Sums of the loss parts over the batches since the last log line."""
 
     def __init__(self):
-        self.sums, self.count = {}, 0
+        self.sums, self.counts = {}, {}
 
     def add(self, outputs):
+        """Adds the loss parts of one batch; a part that a light step does not compute is not counted."""
         for name, value in outputs.items():
             if name.endswith("loss") and value is not None:
                 self.sums[name] = self.sums.get(name, 0.0) + value.detach().float()
-        self.count += 1
+                self.counts[name] = self.counts.get(name, 0) + 1
 
     def reduce(self, accelerator):
         names = sorted(self.sums)
-        values = torch.stack([self.sums[n] for n in names]) / self.count
+        values = torch.stack([self.sums[n] / self.counts[n] for n in names])
         values = accelerator.reduce(values.to(accelerator.device), reduction="mean")
-        self.sums, self.count = {}, 0
+        self.sums, self.counts = {}, {}
         return {name: float(v) for name, v in zip(names, values)}
 
 
