@@ -12,6 +12,7 @@ card's measured matmul peak in the same dtype. Never part of the tests.
 
 import os
 import sys
+import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -66,8 +67,6 @@ def time_step(step, device):
         end.record()
         end.synchronize()
         return start.elapsed_time(end) / 1e3
-    import time
-
     started = time.perf_counter()
     step()
     return time.perf_counter() - started
@@ -137,6 +136,7 @@ def main():
     for run in args.runs.split(","):
         name, batch_size = run.split(":")
         size, batch_size = SIZES[name], int(batch_size)
+        # Counted at batch 4 and scaled: all but the (batch x batch) logits grow linearly with the batch.
         flops = {kind: count_flops(kind, size, 4) * batch_size / 4 for kind in ("xmodal", "CLIPModel")}
         batch = {k: v.to(device) for k, v in image_text_batch(batch_size, size).items()}
         for dtype in args.dtypes.split(","):
