@@ -252,8 +252,9 @@ class XModalImageProcessor(PilBackend):
                     do_normalize, image_mean, image_std, do_pad, pad_size, return_tensors, **kwargs):
         """The base pipeline's result, faster: each image is resized and cropped as 8-bit pixels in PIL (the
         base class converts between arrays and PIL for every image; RGB PIL inputs are never copied to arrays
-        here; a batch of 16 or more is spread over torch's threads), then the batch is rescaled and normalised at once with the base class's arithmetic: the same
-        pixels, bit for bit (tested). Other settings (padding, longest edge...) take the base class's path."""
+        here; a batch of 16 or more is spread over torch's threads), then the batch is rescaled and normalised
+        at once with the base class's arithmetic: the same pixels, bit for bit (tested). Other settings
+        (padding, longest edge...) take the base class's path."""
         shortest = size.shortest_edge if do_resize else None
         fast = (do_resize and do_center_crop and shortest and not size.longest_edge and not do_pad
                 and crop_size.height and crop_size.width)

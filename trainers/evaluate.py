@@ -73,7 +73,6 @@ def embed_all(model, dataset, batch_size, collator):
 @torch.no_grad()
 def matching_scores(model, dataset, pair, batch_size, collator, seed=0):
     """Match probabilities for every sample with its own partner and with a random other sample's."""
-    keys = MODALITY_INPUTS
     count = len(dataset)
     generator = torch.Generator().manual_seed(seed)
     shift = torch.randint(1, max(count, 2), (count,), generator=generator)
@@ -87,8 +86,8 @@ def matching_scores(model, dataset, pair, batch_size, collator, seed=0):
             first = collator([dataset[i] for i in rows])
             second_rows = [int(partners[i]) for i in rows] if negative else rows
             second = first if not negative else collator([dataset[i] for i in second_rows])
-            inputs = {k: first[k] for k in keys[pair[0]] if k in first}
-            inputs.update({k: second[k] for k in keys[pair[1]] if k in second})
+            inputs = {k: first[k] for k in MODALITY_INPUTS[pair[0]] if k in first}
+            inputs.update({k: second[k] for k in MODALITY_INPUTS[pair[1]] if k in second})
             probability = model(**inputs).logits.float().softmax(-1)[:, 1]
             # A "negative" whose caption happens to be true of the other scene is a positive.
             labels += [int(not negative or (describes is not None and bool(describes[j, i] or describes[i, j])))
