@@ -53,6 +53,9 @@ class DataConfig:
     tokenizer_vocab_size: int = 1024
 
 
+LEARNING_RATE_PARTS = ("text", "image", "audio", "fusion", "decoder", "heads")
+
+
 @dataclass
 class TrainingConfig:
     """The optimisation loop. `batch_size` is global: it is split over the processes."""
@@ -83,6 +86,9 @@ class TrainingConfig:
     # most of a step's time, so that the cheap pairs see many more samples in the same minutes.
     full_step_every: int = 1
     light_step_drop: list = field(default_factory=lambda: ["audio"])
+    # {part: factor} on the learning rate, parts from LEARNING_RATE_PARTS (a tower's factor covers its
+    # projection), e.g. {audio: 3} for a tower that only the full steps train.
+    learning_rate_scales: dict = field(default_factory=dict)
     num_processes: int = 1  # processes `xmodal train` starts (GPUs, or CPU processes joined by gloo)
     num_threads: int | None = None  # per process; None = cores / processes
     attn_implementation: str = "eager"
@@ -231,6 +237,11 @@ def validate(config: RunConfig):
     if training.full_step_every > 1 and not training.light_step_drop:
         raise ConfigError(f"training.full_step_every={training.full_step_every} needs training.light_step_drop: "
                           "the inputs that the light steps leave out.")
+    scales = training.learning_rate_scales
+    if not isinstance(scales, dict) or set(scales) - set(LEARNING_RATE_PARTS) or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in scales.values()):
+        raise ConfigError(f"training.learning_rate_scales={scales!r}: a mapping from parts "
+                          f"{list(LEARNING_RATE_PARTS)} to positive factors, e.g. {{audio: 3.0}}.")
     if TASKS[config.task][1] == "column" and not data.label_column:
         raise ConfigError(f"task={config.task!r} needs data.label_column (the column holding `labels`).")
     _check_model_section(config.model)

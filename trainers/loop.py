@@ -6,6 +6,7 @@ order depends only on (seed, epoch), and the RNG states travel in the checkpoint
 ends with the same weights as an uninterrupted one.
 """
 
+import gc
 import math
 import os
 import sys
@@ -14,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from xmodal.modeling_xmodal import PROJECTIONS
 
 from . import checkpointing
-from .config import TASKS, save_config
+from .config import LEARNING_RATE_PARTS, TASKS, save_config
 from .data import (
     MODALITY_INPUTS,
     EpochShuffleSampler,
@@ -29,6 +31,10 @@ from .data import (
     make_tokenizer,
     select_split,
 )
+from .pretrained import parameter_part
+
+# Projection module -> the tower it projects (its learning rate follows the tower's).
+PROJECTION_PARTS = {module: modality for modality, module in PROJECTIONS.items()}
 
 
 class TrainingDiverged(RuntimeError):
@@ -54,13 +60,34 @@ def resolve_precision(choice):
     return choice
 
 
-def parameter_groups(model, weight_decay):
-    """AdamW groups: decay on matrices only; none on norms, biases, the temperature and logit bias (all < 2-D)."""
-    decay, no_decay = [], []
-    for _, parameter in model.named_parameters():
+def parameter_groups(model, weight_decay, learning_rate=None, scales=None):
+    """AdamW groups: decay on matrices only; none on norms, biases, the temperature and logit bias (all < 2-D).
+
+    `scales` ({part: factor}, see `LEARNING_RATE_PARTS`) multiplies `learning_rate` for the parameters of
+    those parts, each group then carrying its own `lr`; the schedule scales every group alike."""
+    scales = scales or {}
+    groups = {}
+    for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            scale = float(scales.get(learning_rate_part(name), 1.0))
+            groups.setdefault((parameter.ndim >= 2, scale), []).append(parameter)
+    result = []
+    for (decays, scale), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1])):
+        group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+        if scale != 1.0:
+            group["lr"] = learning_rate * scale
+        result.append(group)
+    return result
+
+
+def learning_rate_part(name):
+    """The `LEARNING_RATE_PARTS` entry of a parameter (by its name in the model or its PEFT wrapper): a
+    tower's projection into the shared space belongs to the tower; the temperature to none."""
+    bare = name.removeprefix("base_model.model.").removeprefix("xmodal.").split(".", 1)[0]
+    if bare in PROJECTION_PARTS:
+        return PROJECTION_PARTS[bare]
+    part = parameter_part(name)
+    return part if part in LEARNING_RATE_PARTS else None
 
 
 def warmup_cosine(warmup_steps, total_steps, min_ratio=0.0):
@@ -278,7 +305,8 @@ def train(config, resume=False, command=None):
         from .lora import apply_lora
 
         model = apply_lora(model, config.lora, config.task)
-    optimizer = torch.optim.AdamW(parameter_groups(model, training.weight_decay), lr=training.learning_rate,
+    groups = parameter_groups(model, training.weight_decay, training.learning_rate, training.learning_rate_scales)
+    optimizer = torch.optim.AdamW(groups, lr=training.learning_rate,
                                   betas=(training.adam_beta1, training.adam_beta2), eps=training.adam_epsilon)
     progress = TrainingProgress()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, within_budget(
@@ -364,8 +392,23 @@ def train(config, resume=False, command=None):
         metrics = finish(accelerator.unwrap_model(model), data.processor, config, progress, train_seconds, command,
                          state_dict=state_dict, peak_rss_mib=peak_rss_mib)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    del model, optimizer, scheduler
+    end_training(accelerator)
     return metrics
+
+
+def end_training(accelerator):
+    """Closes the trackers and the process group, after dropping the prepared objects.
+
+    A DDP wrapper's reducer holds the process group from C++ and is freed with the GIL held. Had it the last
+    reference (as it does once `destroy_process_group` has run), gloo's destructor would wait for its worker
+    threads while one of them waits for the GIL to free the tensors of the final collectives: an
+    intermittent hang of every process but the first at the end of a run (seen with torch 2.13; pytorch
+    issue 56297). Freed first, the process group's own binding drops the last reference, without the GIL.
+    """
+    accelerator.free_memory()  # forgets the prepared models, optimizers, schedulers and loaders
+    gc.collect()  # a wrapper kept alive by a reference cycle would otherwise be freed at some later collection
+    accelerator.end_training()
 
 
 def light_step(batch, step, training):

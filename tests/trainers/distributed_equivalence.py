@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.modeling.tiny import tiny_config, tiny_inputs  # noqa: E402
 
 import xmodal  # noqa: E402
+from xmodal.trainers.loop import end_training  # noqa: E402
 
 
 def main(folder):
@@ -36,7 +37,8 @@ def main(folder):
     torch.save({"world_size": world, "loss": loss, "local_loss": output.loss.detach(), "grads": grads},
                folder / f"rank{rank}.pt")
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    del model, output
+    end_training(accelerator)
 
 
 if __name__ == "__main__":

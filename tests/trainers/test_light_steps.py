@@ -55,3 +55,51 @@ def test_light_steps_train_alike_in_one_and_two_processes(tmp_path, tiny_scenes)
         runs[processes] = load_file(tmp_path / f"p{processes}" / "model" / "model.safetensors")
     for name in runs[1]:
         torch.testing.assert_close(runs[2][name], runs[1][name], rtol=0, atol=1e-5, msg=name)
+
+
+def test_learning_rate_scales_group_each_tower_with_its_projection():
+    from tests.modeling.tiny import tiny_config as tiny_model_config
+
+    import xmodal
+    from xmodal.trainers.loop import learning_rate_part, parameter_groups
+
+    model = xmodal.XModalForPreTraining(tiny_model_config())
+    groups = parameter_groups(model, 0.1, learning_rate=2e-3, scales={"audio": 3.0})
+    names = {id(p): n for n, p in model.named_parameters()}
+    scaled = {names[id(p)] for g in groups if "lr" in g for p in g["params"]}
+    assert all(g["lr"] == pytest.approx(6e-3) for g in groups if "lr" in g)
+    assert scaled == {n for n in names.values() if n.startswith(("xmodal.audio_model.", "xmodal.audio_projection"))}
+    assert [(g["weight_decay"], "lr" in g) for g in groups] == [(0.1, False), (0.1, True), (0.0, False), (0.0, True)]
+    assert learning_rate_part("base_model.model.xmodal.audio_model.layers.0.fc1.lora_A.default.weight") == "audio"
+    assert learning_rate_part("base_model.model.xmodal.visual_projection.weight") == "image"
+    assert learning_rate_part("xmodal.logit_scale") is None and learning_rate_part("itm_head.weight") == "heads"
+
+
+def test_learning_rate_scales_are_checked(tmp_path):
+    for bad in ({"speech": 2.0}, {"audio": 0}, {"audio": "fast"}, ["audio"]):
+        with pytest.raises(ConfigError, match=r"learning_rate_scales=.*'text', 'image', 'audio', 'fusion', 'decoder'"):
+            config_from_dict(tiny_config(tmp_path, training={"learning_rate_scales": bad}))
+
+
+def test_a_learning_rate_scale_scales_that_towers_update(tmp_path, tiny_scenes):
+    """One AdamW step with the image tower's rate halved moves it half as far and the text tower as far."""
+    from xmodal.trainers.loop import train
+
+    weights = {}
+    for name, scales in (("still", {"image": 1e-9}), ("half", {"image": 0.5}), ("whole", {})):
+        values = tiny_config(tmp_path / name, task="contrastive", modalities=("text", "image"),
+                             training={"max_steps": 1, "warmup_steps": 0, "learning_rate_scales": scales},
+                             evaluation={"split": None})
+        train(config_from_dict(values))
+        weights[name] = load_file(tmp_path / name / "model" / "model.safetensors")
+    image = [n for n in weights["whole"] if n.startswith(("vision_model.", "visual_projection"))]
+    text = [n for n in weights["whole"] if n.startswith(("text_model.", "text_projection"))]
+    assert image and text
+    for n in image:
+        start = weights["still"][n]
+        torch.testing.assert_close(weights["half"][n] - start, 0.5 * (weights["whole"][n] - start), rtol=1e-3,
+                                   atol=1e-6, msg=n)
+    moved = sum(float((weights["whole"][n] - weights["still"][n]).abs().sum()) for n in image)
+    assert moved > 0
+    for n in text:
+        assert torch.equal(weights["half"][n], weights["whole"][n]), n
