@@ -370,3 +370,40 @@ def test_three_step_training_with_pretrained_towers(tmp_path, tiny_scenes):
 
     processor = XModalProcessor.from_pretrained(model_dir / "merged")
     assert processor.has_target_tokenizer and processor.label_start_token_id == 50257
+
+
+@pytest.mark.slow
+def test_pretrained_yaml_as_shipped_trains_a_full_and_a_light_step(tmp_path, tiny_scenes):
+    """configs/pretrained.yaml with only its size changed: MiniLM stays as shipped (frozen), the Whisper encoder
+    and decoder get adapters, the speech side 3x the learning rate, and step 1 is a light one."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    from xmodal.trainers.config import load_config
+    from xmodal.trainers.loop import learning_rate_part, light_step, train
+    from xmodal.trainers.pretrained import resolve_source
+
+    from .helpers import DATA_DIR, TINY_DATA
+
+    config = load_config(REPO / "configs" / "pretrained.yaml", [
+        f"data.path={DATA_DIR}", f"data.build_args={json.dumps(TINY_DATA)}", "data.max_train_samples=8",
+        "training.max_steps=2", "training.batch_size=4", "training.num_processes=1", "training.max_minutes=null",
+        "training.save_every=0", "training.progress_bar=false", "training.report_to=[none]",
+        f"training.output_dir={tmp_path / 'run'}", "evaluation.split=null"])
+    assert (config.towers.text["train"], config.towers.audio["train"], config.towers.decoder["train"]) == (
+        "frozen", "lora", "lora")
+    assert config.training.learning_rate_scales == {"audio": 3.0} and sorted(config.lora.parts) == ["audio", "decoder"]
+    assert light_step({"input_ids": 1, "input_features": 2, "labels": 3}, 1, config.training) == {"input_ids": 1}
+    train(config)
+    model_dir = tmp_path / "run" / "model"
+    counts = json.loads((tmp_path / "run" / "trainable_parameters.json").read_text())
+    assert counts["text"]["trainable"] == 0 and counts["audio"]["trainable"] > 0 and counts["decoder"]["trainable"] > 0
+    with safe_open(str(model_dir / "adapter_model.safetensors"), "pt") as handle:
+        adapted = {learning_rate_part(k) for k in handle.keys() if "lora_" in k}
+    assert adapted == {"audio", "decoder"}
+    minilm = AutoModel.from_pretrained(resolve_source("minilm")).state_dict()
+    merged = load_file(model_dir / "merged" / "model.safetensors")
+    text = {k.removeprefix("xmodal.text_model.model."): v for k, v in merged.items()
+            if k.startswith("xmodal.text_model.model.")}
+    assert text and all(torch.equal(v, minilm[k]) for k, v in text.items())
