@@ -66,6 +66,8 @@ def parameter_groups(model, weight_decay, learning_rate=None, scales=None):
     `scales` ({part: factor}, see `LEARNING_RATE_PARTS`) multiplies `learning_rate` for the parameters of
     those parts, each group then carrying its own `lr`; the schedule scales every group alike."""
     scales = scales or {}
+    if scales and learning_rate is None:
+        raise ValueError("parameter_groups: `scales` multiply `learning_rate`; pass the learning rate too.")
     groups = {}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:

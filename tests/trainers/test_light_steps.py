@@ -73,6 +73,8 @@ def test_learning_rate_scales_group_each_tower_with_its_projection():
     assert learning_rate_part("base_model.model.xmodal.audio_model.layers.0.fc1.lora_A.default.weight") == "audio"
     assert learning_rate_part("base_model.model.xmodal.visual_projection.weight") == "image"
     assert learning_rate_part("xmodal.logit_scale") is None and learning_rate_part("itm_head.weight") == "heads"
+    with pytest.raises(ValueError, match="pass the learning rate"):
+        parameter_groups(model, 0.1, scales={"audio": 3.0})
 
 
 def test_learning_rate_scales_are_checked(tmp_path):
