@@ -31,7 +31,7 @@ from .data import (
     make_tokenizer,
     select_split,
 )
-from .pretrained import parameter_part
+from .pretrained import MODULE_PARTS, top_module
 
 # Projection module -> the tower it projects (its learning rate follows the tower's).
 PROJECTION_PARTS = {module: modality for modality, module in PROJECTIONS.items()}
@@ -85,10 +85,10 @@ def parameter_groups(model, weight_decay, learning_rate=None, scales=None):
 def learning_rate_part(name):
     """The `LEARNING_RATE_PARTS` entry of a parameter (by its name in the model or its PEFT wrapper): a
     tower's projection into the shared space belongs to the tower; the temperature to none."""
-    bare = name.removeprefix("base_model.model.").removeprefix("xmodal.").split(".", 1)[0]
-    if bare in PROJECTION_PARTS:
-        return PROJECTION_PARTS[bare]
-    part = parameter_part(name)
+    module = top_module(name)
+    if module in PROJECTION_PARTS:
+        return PROJECTION_PARTS[module]
+    part = MODULE_PARTS.get(module)
     return part if part in LEARNING_RATE_PARTS else None
 
 

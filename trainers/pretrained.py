@@ -214,12 +214,17 @@ def part_modules(model, part):
     return [tower] if tower is not None else []
 
 
-def parameter_part(name):
-    """The part (`COUNT_PARTS`) a parameter belongs to, from its name in the model or its PEFT wrapper."""
+def top_module(name):
+    """The top-level module of a parameter name, below PEFT's `base_model.model.` and the heads' `xmodal.`."""
     for prefix in ("base_model.model.", "xmodal."):
         if name.startswith(prefix):
             name = name[len(prefix):]
-    return MODULE_PARTS.get(name.split(".", 1)[0], "other")
+    return name.split(".", 1)[0]
+
+
+def parameter_part(name):
+    """The part (`COUNT_PARTS`) a parameter belongs to, from its name in the model or its PEFT wrapper."""
+    return MODULE_PARTS.get(top_module(name), "other")
 
 
 def trainable_parameter_counts(model):

