@@ -95,7 +95,12 @@ class ConcatFusion(_FusionBase):
 
 
 class GatedFusion(_FusionBase):
-    """A gating network scores each present modality per sample; the fused vector is the weighted sum."""
+    """A gating network scores each present modality per sample; the fused vector is the weighted sum.
+
+    The gate's last layer has no bias: it scores every modality with the same weights, so a bias would
+    add one constant to every score and cancel in the softmax over modalities (a parameter whose
+    gradient is zero in exact arithmetic, and non-zero only by rounding on some CPUs).
+    """
 
     def __init__(self, config, tower_sizes, with_sequence=True):
         super().__init__(config, tower_sizes, with_sequence)
@@ -103,7 +108,7 @@ class GatedFusion(_FusionBase):
             {m: nn.Linear(tower_sizes[m], self.hidden_size) for m in self.modalities}
         )
         self.gate = nn.Sequential(nn.Linear(self.hidden_size, self.hidden_size), nn.Tanh(),
-                                  nn.Linear(self.hidden_size, 1))
+                                  nn.Linear(self.hidden_size, 1, bias=False))
         self.norm = nn.LayerNorm(self.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, tower_outputs, output_attentions=False):
@@ -111,7 +116,8 @@ class GatedFusion(_FusionBase):
         vectors = torch.stack(
             [torch.tanh(self.pooled_projections[m](tower_outputs[m].pooler_output)) for m in present], dim=1
         )
-        weights = torch.softmax(self.gate(vectors).squeeze(-1).float(), dim=-1).to(vectors.dtype)
+        scores = self.gate(vectors).squeeze(-1)  # softmax in at least fp32 (bf16 autocast), float64 stays float64
+        weights = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(vectors.dtype)
         pooled = self.norm((weights.unsqueeze(-1) * vectors).sum(dim=1))
         states, mask = self._sequence(tower_outputs, present, scales=weights, pooled=pooled)
         return XModalFusionOutput(last_hidden_state=states, pooler_output=pooled, attention_mask=mask,

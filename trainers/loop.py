@@ -604,7 +604,7 @@ def finish(model, processor, config, progress, train_seconds, command, state_dic
                                             split=split)
                 metrics.update({f"{split}/{k}": v for k, v in extra.items() if k != "split"})
         if metrics:
-            metrics["train_minutes"] = round(train_seconds / 60, 2)
+            metrics["train_seconds"] = round(train_seconds, 3)  # seconds to the millisecond: a tiny run is not 0
             if peak_rss_mib is not None:
                 metrics["train_peak_rss_mib"] = peak_rss_mib
         checkpointing.plot_training_curve(progress.history, staging / "training_curve.png")

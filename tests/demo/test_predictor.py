@@ -121,7 +121,7 @@ def test_model_info(predictor):
     info = predictor.model_info()
     assert info["card"].startswith("# Tiny xmodal test model") and "![" not in info["card"]
     assert "coloured shapes" in info["data_credits"] and "## Data" not in info["card"]
-    assert info["metrics"] == {"test_recall@1_image_text": 0.25, "train_minutes": 0.01}
+    assert info["metrics"] == {"test_recall@1_image_text": 0.25, "train_seconds": 0.6}
     counts = info["parameters"]
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
     assert counts["text tower"] == sum(p.numel() for p in predictor.base.text_model.parameters())

@@ -44,7 +44,8 @@ def test_two_processes_give_the_loss_and_gradients_of_one(tmp_path):
 
     output = model(**batch, return_loss=True)  # one process, the whole batch
     output.loss.backward()
-    torch.testing.assert_close(ranks[0]["loss"], output.loss.detach(), rtol=0, atol=1e-6)
+    # Two halves summed over gloo against one sum: the order of fp32 additions differs, so a few ulp apart.
+    torch.testing.assert_close(ranks[0]["loss"], output.loss.detach(), rtol=1e-6, atol=1e-6)
     for name, parameter in model.named_parameters():
         for rank in ranks:
             torch.testing.assert_close(rank["grads"][name], parameter.grad, rtol=1e-4, atol=1e-5, msg=name)

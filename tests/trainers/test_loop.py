@@ -48,7 +48,9 @@ def test_train_writes_a_loadable_checkpoint_with_card_and_metrics(tmp_path, tiny
                  "training_curve.png", "metrics.json", "metrics.md", "training_config.yaml"):
         assert (model_dir / name).is_file(), name
     # this process has at least the model and its data resident, and no CPU test process reaches 64 GiB
-    assert 50 < metrics["train_peak_rss_mib"] < 65536 and metrics["train_minutes"] > 0
+    assert 50 < metrics["train_peak_rss_mib"] < 65536
+    # a duration is recorded, in seconds to the millisecond; how long it took depends on the machine
+    assert isinstance(metrics["train_seconds"], float) and metrics["train_seconds"] >= 0
     card = (model_dir / "README.md").read_text()
     assert "CC BY-SA 4.0" in card and "eSpeak NG" in card and "xmodal train" in card and "text_to_image_R@1" in card
     for key in ("text_to_image_R@1", "image_to_text_R@10", "audio_to_image_R@5", "image_text_matching_roc_auc",
