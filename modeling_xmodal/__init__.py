@@ -12,6 +12,7 @@ from .configuration_xmodal import (
     XModalVisionConfig,
 )
 from .fusion import FUSION_LAYERS
+from .modalities import MODALITIES, MODALITY_NAMES, PARTS
 from .modeling_xmodal import (
     XModalForConditionalGeneration,
     XModalForMatching,
@@ -29,6 +30,9 @@ register_auto_classes()
 __all__ = [
     "AUTO_MAP",
     "FUSION_LAYERS",
+    "MODALITIES",
+    "MODALITY_NAMES",
+    "PARTS",
     "XModalAudioConfig",
     "XModalConfig",
     "XModalDecoderConfig",

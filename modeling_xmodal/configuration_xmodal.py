@@ -4,8 +4,49 @@ A tower may also be any `transformers` config (BERT, ViT, a Whisper encoder, ...
 config keeps it as is and the model builds it with `AutoModel.from_config`.
 """
 
+import difflib
+from dataclasses import fields
+
 from transformers import PreTrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers.utils import logging
+
+from .modalities import MODALITIES
+
+logger = logging.get_logger(__name__)
+# Keys that `transformers` writes to or reads from a config.json besides the dataclass fields and the attributes
+# of `PreTrainedConfig` (including keys of transformers 4 configs, which it still accepts).
+TRANSFORMERS_CONFIG_KEYS = frozenset({
+    "model_type", "auto_map", "transformers_version", "_name_or_path", "name_or_path", "_commit_hash",
+    "torch_dtype", "attn_implementation", "experts_implementation", "_attn_implementation_internal",
+    "_experts_implementation_internal", "_attn_implementation_autoset", "output_attentions", "per_layer_config",
+    "num_labels", "quantization_config", "rope_scaling", "rope_theta", "rope_parameters", "pad_token_id",
+    "bos_token_id", "eos_token_id", "sep_token_id", "decoder_start_token_id", "tie_word_embeddings", "use_cache",
+    "is_decoder", "add_cross_attention", "cross_attention_hidden_size", "tie_encoder_decoder", "tokenizer_class",
+    "prefix", "task_specific_params", "finetuning_task", "pruned_heads", "torchscript", "use_bfloat16",
+    "tf_legacy_loss", "tie_last_hidden_states",
+})
+
+
+def warn_unknown_keys(config_class, keys, where=None):
+    """Logs a warning for each key that neither `config_class` nor `transformers` reads, naming the closest
+    valid key: a misspelt key in a config.json is otherwise kept as an attribute that nothing reads."""
+    valid = {f.name for f in fields(config_class)}
+    unknown = [key for key in keys if key not in valid and key not in TRANSFORMERS_CONFIG_KEYS
+               and not hasattr(PreTrainedConfig, key)]
+    if not unknown:
+        return
+    from transformers import GenerationConfig
+
+    generation_keys = set(GenerationConfig().to_dict())  # popped by `PreTrainedConfig` (legacy configs)
+    own = sorted(valid - {f.name for f in fields(PreTrainedConfig)})
+    for key in unknown:
+        if key in generation_keys:
+            continue
+        close = difflib.get_close_matches(key, sorted(valid), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"valid keys are {own}."
+        logger.warning(f"{where or config_class.__name__} got an unknown key {key!r}, which nothing reads "
+                       f"(ignored); {hint}")
 
 
 def _check_choice(config, field, allowed):
@@ -230,6 +271,7 @@ def _as_config(key, value):
     model_type = value.pop("model_type", None) or TOWER_CONFIG_CLASSES[key].model_type
     value.pop("transformers_version", None)
     if model_type in _OWN_MODEL_TYPES:
+        warn_unknown_keys(_OWN_MODEL_TYPES[model_type], value, where=f"XModalConfig.{key}")
         return _OWN_MODEL_TYPES[model_type](**value)
     if model_type not in CONFIG_MAPPING:
         raise ValueError(
@@ -270,7 +312,8 @@ class XModalConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
-        towers = ("text_config", "vision_config", "audio_config")
+        warn_unknown_keys(type(self), kwargs)
+        towers = tuple(m.config_key for m in MODALITIES.values())
         if all(getattr(self, key) is None for key in towers) and self.decoder_config is None:
             for key in (*towers, "decoder_config"):
                 setattr(self, key, TOWER_CONFIG_CLASSES[key]())
@@ -294,8 +337,7 @@ class XModalConfig(PreTrainedConfig):
     @property
     def modalities(self):
         """The modalities present, in a fixed order."""
-        names = {"text_config": "text", "vision_config": "image", "audio_config": "audio"}
-        return [name for key, name in names.items() if getattr(self, key) is not None]
+        return [m.name for m in MODALITIES.values() if getattr(self, m.config_key) is not None]
 
     def get_text_config(self, decoder=None, encoder=None):
         """The decoder's config for generation utilities, the text tower's for the encoder side."""

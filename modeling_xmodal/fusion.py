@@ -9,10 +9,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .layers import XModalTransformer, padding_mask
+from .modalities import MODALITY_NAMES
 from .modeling_outputs import XModalFusionOutput
-
-MODALITY_ORDER = ("text", "image", "audio")
-
 
 class _FusionBase(nn.Module):
     """Projects every modality's tokens to the fusion width and tags them with a modality embedding.
@@ -25,7 +23,7 @@ class _FusionBase(nn.Module):
         super().__init__()
         self.config = config
         self.hidden_size = config.fusion_hidden_size
-        self.modalities = [m for m in MODALITY_ORDER if m in tower_sizes]
+        self.modalities = [m for m in MODALITY_NAMES if m in tower_sizes]
         self.with_sequence = with_sequence
         if with_sequence:
             self.token_projections = nn.ModuleDict(

@@ -21,9 +21,11 @@ def gather_with_grad(features):
     world_size, _ = _world()
     if world_size == 1:
         return features
-    from torch.distributed.nn.functional import all_gather
+    # The functional collective (torch 2.13 deprecates `torch.distributed.nn.functional.all_gather`); its
+    # backward is a reduce-scatter with sum, so each rank's rows get the gradient from every rank's loss.
+    from torch.distributed._functional_collectives import all_gather_single_autograd
 
-    return torch.cat(all_gather(features.contiguous()), dim=0)
+    return all_gather_single_autograd(features.contiguous(), 0, dist.group.WORLD)
 
 
 def contrastive_logits(rows, columns, logit_scale, logit_bias=None):

@@ -31,7 +31,9 @@ def __getattr__(name):
 
 
 # Importing `xmodal.processing` registers the processors with AutoImageProcessor,
-# AutoFeatureExtractor and AutoProcessor (the model package never imports processing).
+# AutoFeatureExtractor and AutoProcessor (the model package never imports processing), and
+# marks them with `register_for_auto_class` so that a saved processor carries its code. This is
+# the only place registration runs: the processor modules never import `.registration`.
 from .registration import register_processing_auto_classes  # noqa: E402
 
 register_processing_auto_classes()

@@ -24,15 +24,20 @@ from transformers.feature_extraction_sequence_utils import SequenceFeatureExtrac
 from transformers.feature_extraction_utils import BatchFeature
 
 ACCEPTED_AUDIO = (
-    "a 1-D array/tensor/list of samples (with `sampling_rate=`), a 2-D array (batch, samples), a "
-    "{'array', 'sampling_rate'} dict (as `datasets` yields), a file path or encoded bytes that "
-    "soundfile reads (WAV, FLAC, OGG), or a list of these"
+    "a 1-D array/tensor/list of samples (floats in [-1, 1], or int8/16/32 or uint8/16/32 PCM; with "
+    "`sampling_rate=` from 1000 to 384000 Hz), a 2-D array (one clip of shape (samples, channels) or "
+    "(channels, samples) when an axis has 1-2 entries or there are at most 8 columns, else a batch "
+    "(clips, samples)), a {'array', 'sampling_rate'} dict (as `datasets` yields), a file path or encoded "
+    "bytes that soundfile reads (WAV, FLAC, OGG), or a list of these"
 )
 # Inside a list or dict a 2-D array is one multi-channel clip; its channel axis is the shorter one.
 MAX_CHANNELS = 8
 MAX_AMPLITUDE = 1e12
-# Integer PCM arrays are scaled to [-1, 1] as soundfile does; other dtypes are taken as values.
-_PCM_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
+# Float audio peaking above this is almost surely integer PCM stored as floats (e.g. +-32767): warned about.
+LOUD_PEAK = 1.5
+# Rates outside these are a mistake (a period, kHz, a channel count), not audio: 384 kHz is the highest rate
+# audio interfaces record at, 1 kHz far below telephone speech.
+MIN_SAMPLING_RATE, MAX_SAMPLING_RATE = 1000, 384000
 
 
 def bad_audio(where, problem):
@@ -83,11 +88,24 @@ def _as_float_array(array, where):
         array = np.asarray(array)
     except (ValueError, TypeError) as error:  # ragged nested lists
         raise bad_audio(where, f"could not read samples ({error})") from error
-    if array.dtype in _PCM_SCALE:
-        return array.astype(np.float32) / np.float32(_PCM_SCALE[array.dtype])
-    if array.dtype.kind not in "biuf":
+    if array.dtype.kind in "iu":
+        return _scale_pcm(array, where)
+    if array.dtype.kind not in "bf":
         raise bad_audio(where, f"samples of dtype {array.dtype} are not audio")
     return array.astype(np.float32, copy=False)
+
+
+def _scale_pcm(array, where):
+    """Integer PCM -> float32 in [-1, 1] by its dtype's range, as soundfile reads it; unsigned PCM (8-bit WAV)
+    is centred on its midpoint (128 for uint8). 64-bit integers are no PCM format: scaling them by 2**63 would
+    turn any real recording into silence, so they are rejected (numpy and torch make them from lists of ints)."""
+    if array.dtype.itemsize > 4:
+        raise bad_audio(where, f"{array.dtype} samples have no PCM scale (integer PCM is 8, 16 or 32 bit); "
+                        "convert with .astype(np.int16) or .astype(np.int32) if they are PCM, or pass floats "
+                        "in [-1, 1]")
+    half = 2.0 ** (8 * array.dtype.itemsize - 1)
+    centre = half if array.dtype.kind == "u" else 0.0
+    return (array.astype(np.float32) - np.float32(centre)) / np.float32(half)
 
 
 def _to_mono(array, where):
@@ -96,6 +114,8 @@ def _to_mono(array, where):
         return array
     if array.ndim != 2:
         raise bad_audio(where, f"expected 1-D or 2-D (multi-channel) audio, got shape {array.shape}")
+    if array.size == 0:
+        return array.reshape(0)
     channel_axis = int(np.argmin(array.shape))
     if array.shape[channel_axis] > MAX_CHANNELS:
         raise bad_audio(where, f"a clip of shape {array.shape} has more than {MAX_CHANNELS} channels on either "
@@ -103,10 +123,24 @@ def _to_mono(array, where):
     return array.mean(axis=channel_axis, dtype=np.float32)
 
 
+def is_one_clip(shape):
+    """Whether a top-level 2-D array of `shape` is one multi-channel clip rather than a batch (clips, samples):
+    when an axis of 1 or 2 entries can be its channels (mono or stereo, as soundfile reads (samples, channels)
+    and torchaudio loads (channels, samples)), or when it has more rows than columns and at most MAX_CHANNELS
+    columns (soundfile's layout: a batch of clips that short is never meant). A batch of one or two clips can
+    be passed as a list of 1-D arrays."""
+    rows, columns = shape
+    return min(rows, columns) <= 2 or columns <= MAX_CHANNELS < rows
+
+
 def split_audio_batch(audio):
     """Return (list of clips, is_batched) following the rules in ACCEPTED_AUDIO."""
     if isinstance(audio, (np.ndarray, torch.Tensor)):
         if audio.ndim == 2:
+            if 0 in audio.shape:
+                raise bad_audio("audio", f"empty array of shape {tuple(audio.shape)}")
+            if is_one_clip(tuple(audio.shape)):
+                return [audio], False
             return list(audio), True
         if audio.ndim <= 1:
             return [audio], False
@@ -119,6 +153,13 @@ def split_audio_batch(audio):
             return [audio], False
         return list(audio), True
     return [audio], False
+
+
+def _warn_loud(clips, stacklevel=3):
+    warnings.warn(f"Float audio far outside [-1, 1]: {', '.join(clips)}. Samples are expected in [-1, 1]; "
+                  "integer PCM stored as floats (+-32767) should be divided by 32768 or passed as int16, which "
+                  "is scaled automatically. Features of louder audio are shifted, not normalised.", UserWarning,
+                  stacklevel=stacklevel)
 
 
 class XModalFeatureExtractor(SequenceFeatureExtractor):
@@ -136,9 +177,11 @@ class XModalFeatureExtractor(SequenceFeatureExtractor):
                  padding_value=0.0, return_attention_mask=True, resample_quality="HQ", **kwargs):
         super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value,
                          return_attention_mask=return_attention_mask, **kwargs)
-        if n_fft < 2 or hop_length < 1 or feature_size < 1 or sampling_rate <= 0 or max_duration <= 0:
+        if n_fft < 2 or hop_length < 1 or feature_size < 1 or max_duration <= 0 \
+                or not MIN_SAMPLING_RATE <= sampling_rate <= MAX_SAMPLING_RATE:
             raise ValueError("XModalFeatureExtractor needs feature_size >= 1, n_fft >= 2, hop_length >= 1, "
-                             f"sampling_rate > 0 and max_duration > 0; got feature_size={feature_size}, "
+                             f"sampling_rate from {MIN_SAMPLING_RATE} to {MAX_SAMPLING_RATE} Hz and "
+                             f"max_duration > 0; got feature_size={feature_size}, "
                              f"n_fft={n_fft}, hop_length={hop_length}, sampling_rate={sampling_rate}, "
                              f"max_duration={max_duration}.")
         self.n_fft = int(n_fft)
@@ -163,7 +206,15 @@ class XModalFeatureExtractor(SequenceFeatureExtractor):
 
     # ------------------------------------------------------------------ loading
     def load_clip(self, clip, sampling_rate=None, where="audio"):
-        """One clip (any accepted form) -> (mono float32 samples, their sampling rate)."""
+        """One clip (any accepted form) -> (mono float32 samples, their sampling rate); warns when the samples
+        peak far outside [-1, 1]."""
+        samples, rate, peak = self._load_clip(clip, sampling_rate, where)
+        if peak > LOUD_PEAK:
+            _warn_loud([f"{where} (peak {peak:.3g})"])
+        return samples, rate
+
+    def _load_clip(self, clip, sampling_rate, where):
+        """`load_clip`, also returning the peak |sample| instead of warning about it."""
         if isinstance(clip, dict):
             if "array" in clip and clip["array"] is not None:
                 if "sampling_rate" not in clip or clip["sampling_rate"] is None:
@@ -186,9 +237,10 @@ class XModalFeatureExtractor(SequenceFeatureExtractor):
             samples, rate = _as_float_array(clip, where), sampling_rate
         else:
             raise bad_audio(where, f"unsupported type {type(clip).__name__}")
-        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.number)) or not rate > 0 \
-                or not math.isfinite(rate):
-            raise bad_audio(where, f"sampling_rate must be a positive number, got {rate!r}")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.number)) or not math.isfinite(rate) \
+                or not MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE:
+            raise bad_audio(where, f"sampling_rate must be a positive number of Hz from {MIN_SAMPLING_RATE} to "
+                            f"{MAX_SAMPLING_RATE} (samples per second, not kHz), got {rate!r}")
         samples = _to_mono(samples, where)
         if samples.size == 0:
             raise bad_audio(where, "the clip is empty (0 samples)")
@@ -198,7 +250,7 @@ class XModalFeatureExtractor(SequenceFeatureExtractor):
         if peak > MAX_AMPLITUDE:  # float32 power spectra overflow far below float32's range
             raise bad_audio(where, f"peak amplitude {peak:.3g} exceeds {MAX_AMPLITUDE:g} (audio is expected in "
                             "[-1, 1]; integer PCM as int16/int32 arrays is scaled automatically)")
-        return samples, float(rate)
+        return samples, float(rate), peak
 
     def _resample(self, samples, rate, keep, where="audio"):
         """Resample to `sampling_rate`, cutting the source first when only `keep` output samples are used."""
@@ -255,7 +307,8 @@ class XModalFeatureExtractor(SequenceFeatureExtractor):
         """Featurize one clip or a batch.
 
         Args:
-            raw_speech: see `ACCEPTED_AUDIO`. A top-level 2-D array is a batch of mono clips.
+            raw_speech: see `ACCEPTED_AUDIO`. A top-level 2-D array is one clip when `is_one_clip` says
+                so (mixed down with a warning when it has several channels), else a batch of mono clips.
             sampling_rate: rate of raw arrays (required for them); dicts and files carry their own.
             padding: True/"longest" (to the longest clip), "max_length" (to `max_length` samples,
                 default `max_duration`), or False/"do_not_pad" (lists of per-clip arrays).
@@ -270,16 +323,24 @@ class XModalFeatureExtractor(SequenceFeatureExtractor):
                                        or max_length < 1):
             raise ValueError(f"max_length is a number of samples >= 1, got {max_length!r}.")
         limit = int(max_length) if max_length is not None else self.max_samples
-        clips, _ = split_audio_batch(raw_speech)
-        loaded, truncated = [], []
+        clips, is_batched = split_audio_batch(raw_speech)
+        if not is_batched and getattr(raw_speech, "ndim", 0) == 2 and min(raw_speech.shape) > 1:
+            warnings.warn(f"audio of shape {tuple(raw_speech.shape)} was read as one clip of {min(raw_speech.shape)} "
+                          "channels and mixed down to mono (a 2-D array is a batch (clips, samples) only when "
+                          "no axis can be channels; pass a batch as a list of 1-D arrays).", UserWarning, stacklevel=2)
+        loaded, truncated, loud = [], [], []
         for index, clip in enumerate(clips):
             where = f"audio[{index}]" if len(clips) > 1 else "audio"
-            samples, rate = self.load_clip(clip, sampling_rate, where)
+            samples, rate, peak = self._load_clip(clip, sampling_rate, where)
+            if peak > LOUD_PEAK:
+                loud.append(f"{where} (peak {peak:.3g})")
             full = len(samples) * self.sampling_rate / rate
             keep = limit if truncation and full > limit else None
             if keep is not None:
                 truncated.append(f"{where} ({full / self.sampling_rate:.2f} s)")
             loaded.append(self._resample(samples, rate, keep, where))
+        if loud:
+            _warn_loud(loud)
         if truncated:
             warnings.warn(f"Truncated to {limit / self.sampling_rate:.2f} s (max_length): {', '.join(truncated)}.",
                           UserWarning, stacklevel=2)

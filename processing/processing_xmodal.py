@@ -56,12 +56,26 @@ class XModalProcessor(ProcessorMixin):
         return self.target_tokenizer is not self.tokenizer
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Saves every part; the `target_tokenizer/` subfolder only when it differs from the tokenizer."""
+        """Saves every part, with this code and an `auto_map` (see `register_for_auto_class` in
+        `registration.py`) so that `AutoProcessor.from_pretrained(dir, trust_remote_code=True)` loads it
+        where xmodal is not installed; the `target_tokenizer/` subfolder only when it differs from the tokenizer."""
+        import copy
         import os
         import shutil
 
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        if not self.has_target_tokenizer:
+        shared = not self.has_target_tokenizer
+        if shared:
+            # `ProcessorMixin.save_pretrained` adds an `auto_map` to each tokenizer's `init_kwargs` and then
+            # deletes it once per tokenizer attribute: one object in both roles would be deleted from twice.
+            twin = copy.copy(self.tokenizer)
+            twin.init_kwargs = dict(self.tokenizer.init_kwargs)
+            self.target_tokenizer = twin
+        try:
+            result = super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if shared:
+                self.target_tokenizer = self.tokenizer
+        if shared:
             shutil.rmtree(os.path.join(save_directory, "target_tokenizer"), ignore_errors=True)
         return result
 
@@ -181,12 +195,3 @@ class XModalProcessor(ProcessorMixin):
 
 
 __all__ = ["XModalProcessor"]
-
-
-def _register():
-    from .registration import register_processing_auto_classes
-
-    register_processing_auto_classes()
-
-
-_register()

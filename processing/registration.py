@@ -1,7 +1,9 @@
 """Registers the XModal processors with the transformers Auto classes, keyed by `XModalConfig`.
 
 `xmodal` (the model package) never imports `xmodal.processing`, so the registration happens here,
-lazily, when the processor module is first imported (or when called directly).
+called once by the package `__init__` (importing any processing module runs it first).
+The processor modules never import this one, so there is no import circle, and a checkpoint's copy
+of their code (see `register_for_auto_class`) carries none of it.
 """
 
 import logging
@@ -19,16 +21,21 @@ def register_processing_auto_classes():
     global _registered
     if _registered:
         return True
+    from .feature_extraction_xmodal import XModalFeatureExtractor
+    from .image_processing_xmodal import XModalImageProcessor
+    from .processing_xmodal import XModalProcessor
+
+    # A saved processor copies its code next to its files and names it in an `auto_map`, so that
+    # `AutoProcessor.from_pretrained(dir, trust_remote_code=True)` works where xmodal is not installed.
+    XModalProcessor.register_for_auto_class("AutoProcessor")
+    XModalImageProcessor.register_for_auto_class("AutoImageProcessor")
+    XModalFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
     try:
         from xmodal import XModalConfig
     except ImportError as error:
         logger.debug("XModalConfig is not importable yet (%s); Auto-class registration deferred.", error)
         return False
     from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoProcessor
-
-    from .feature_extraction_xmodal import XModalFeatureExtractor
-    from .image_processing_xmodal import XModalImageProcessor
-    from .processing_xmodal import XModalProcessor
 
     AutoImageProcessor.register(XModalConfig, image_processor_classes={"pil": XModalImageProcessor}, exist_ok=True)
     AutoFeatureExtractor.register(XModalConfig, XModalFeatureExtractor, exist_ok=True)

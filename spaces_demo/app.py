@@ -1,6 +1,6 @@
 """xmodal demo: match, search, transcribe, caption and explain with one cross-modal checkpoint.
 
-Layout and wiring only; the inference is `xmodal.trainers.demo_predictor`. Runs as a Hugging Face
+Layout and wiring only; the inference is `xmodal.trainers.demo.predictor`. Runs as a Hugging Face
 Space (`python app.py`) or locally with `xmodal demo --model DIR`. Environment variables, each
 defaulting to the folder of that name beside this file when it exists (as in a Space):
 XMODAL_MODEL (checkpoint folder, `model/`; else `runs/default/model`), XMODAL_GALLERY (images to
@@ -72,7 +72,7 @@ def user_errors(fn):
     """Runs an event handler on raw inputs: uploads arrive as their files' paths, undecoded, so that a
     bad one (a text file as an image) reaches the predictor's checks, whose `DemoInputError` is shown
     as a gr.Error message; the app stays up. (Gradio's own decoding fails with a developer's message.)"""
-    from xmodal.trainers.demo_inputs import DemoInputError
+    from xmodal.trainers.demo.inputs import DemoInputError
 
     @functools.wraps(fn)
     def wrapper(*args):
@@ -330,7 +330,7 @@ def _beside_app(variable, folder, fallback=None):
 
 def default_model_dir():
     """`$XMODAL_MODEL`, else `model/` beside this file, else the default training run's output."""
-    from xmodal.trainers.demo_predictor import DEFAULT_MODEL_DIR
+    from xmodal.trainers.demo.predictor import DEFAULT_MODEL_DIR
 
     return _beside_app("XMODAL_MODEL", "model", DEFAULT_MODEL_DIR)
 
@@ -338,7 +338,7 @@ def default_model_dir():
 def load(model_dir=None, gallery_dir=None, data_path=None):
     """A Predictor for the checkpoint; the search gallery is embedded in the background."""
     import torch
-    from xmodal.trainers.demo_predictor import Predictor
+    from xmodal.trainers.demo.predictor import Predictor
 
     # The cores are shared by the requests computed at once: with more threads than that, small
     # operations spend their time waiting on each other (25x slower for the test model on 2 cores).

@@ -3,9 +3,11 @@
     xmodal train --config configs/default.yaml [--resume] [--num-processes N] [--lora] [--set training.max_steps=100]
     xmodal eval --model runs/default/model [--split test_novel]
     xmodal data build --out data/scenes [--num-emoji 100 ...]
+    xmodal data export --format imagefolder|audiofolder|webdataset|parquet --out DIR [--data PATH] [--splits train,test]
     xmodal inspect
     xmodal demo [--model runs/default/model] [--port 7860] [--train-if-missing]
     xmodal convert whisper-ct2 --out DIR [--model-dir DIR] [--window-seconds 10]
+    xmodal export onnx --model DIR --out DIR [--opset 17]
 """
 
 import argparse
@@ -46,13 +48,28 @@ def build_parser():
 
     add_data_arguments(build)
     build.set_defaults(handler=_data_build)
+    export = data_commands.add_parser(
+        "export", help="write a built scene dataset as imagefolder, audiofolder, webdataset or parquet files")
+    from .data.export import EXPORT_FORMATS
+
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS,
+                        help="layout to write, one that `datasets.load_dataset` reads natively")
+    export.add_argument("--out", required=True, help="folder to write (replaced whole, only with --overwrite)")
+    export.add_argument("--data", default="data_cache/scenes",
+                        help="a build folder, or a folder holding one build (default: data_cache/scenes, "
+                             "the data.path of configs/default.yaml)")
+    export.add_argument("--splits", default=None, metavar="NAME,NAME",
+                        help="comma-separated splits to write, e.g. train,test (default: all)")
+    export.add_argument("--shard-size", type=int, default=1000, help="samples per webdataset tar shard (default: 1000)")
+    export.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")
+    export.set_defaults(handler=_data_export)
 
     inspect = commands.add_parser("inspect", help="build the default model, save, reload, print sizes and a forward")
     inspect.add_argument("--batch-size", type=int, default=8)
     inspect.set_defaults(handler=_inspect)
 
     demo = commands.add_parser("demo", help="serve the Gradio demo (spaces_demo/app.py) on a checkpoint")
-    from .demo import add_demo_arguments
+    from .demo.command import add_demo_arguments
 
     add_demo_arguments(demo)
     demo.set_defaults(handler=_demo)
@@ -68,51 +85,29 @@ def build_parser():
     whisper_ct2.add_argument("--window-seconds", type=int, default=None,
                              help="cut the encoder's 30-s audio window to this many seconds (e.g. 10)")
     whisper_ct2.set_defaults(handler=_convert_whisper_ct2)
+
+    export_parser = commands.add_parser("export", help="export a saved model for another runtime")
+    export_commands = export_parser.add_subparsers(dest="export_command", required=True)
+    onnx = export_commands.add_parser(
+        "onnx", help="one ONNX graph per tower (inputs -> L2-normalised embedding) plus the processor, for onnxruntime")
+    onnx.add_argument("--model", required=True, help="checkpoint folder (e.g. runs/default/model)")
+    onnx.add_argument("--out", required=True,
+                      help="folder to write: new, empty, or an earlier ONNX export (which is replaced whole)")
+    onnx.add_argument("--opset", type=int, default=None, help="ONNX opset to target (default: 17)")
+    onnx.set_defaults(handler=_export_onnx)
     return parser
 
 
 def _train(args, argv):
-    from .config import ConfigError, load_config
-    from .data import DataError
-    from .launch import in_launched_process, relaunch
-    from .loop import CheckpointError, TrainingDiverged, train
+    from .launch import run_training
 
     overrides = list(args.overrides)
     if args.lora:
         overrides.append("lora.enabled=true")
     if args.output_dir:
         overrides.append(f"training.output_dir={args.output_dir}")
-    try:
-        config = load_config(args.config, overrides)
-    except ConfigError as error:
-        print(f"xmodal train: {error}", file=sys.stderr)
-        return 2
-    num_processes = args.num_processes or config.training.num_processes
-    if (num_processes > 1 or args.accelerate_config) and not in_launched_process():
-        return relaunch(num_processes, _without_launch_options(argv), args.accelerate_config)
-    command = "xmodal " + " ".join(argv)
-    try:
-        train(config, resume=args.resume, command=command)
-    except (ConfigError, DataError, TrainingDiverged, CheckpointError) as error:
-        print(f"xmodal train: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _without_launch_options(argv):
-    """`argv` minus the options that choose how to launch (the launched processes must not launch again)."""
-    kept, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-            continue
-        if item in ("--num-processes", "--accelerate-config"):
-            skip = True
-            continue
-        if item.startswith(("--num-processes=", "--accelerate-config=")):
-            continue
-        kept.append(item)
-    return kept
+    return run_training(args.config, overrides, resume=args.resume, num_processes=args.num_processes,
+                        accelerate_config=args.accelerate_config)
 
 
 def _eval(args, argv):
@@ -135,6 +130,23 @@ def _data_build(args, argv):
     return 0
 
 
+def _data_export(args, argv):
+    from xmodal.processing import load_scene_dataset
+
+    from .data.export import export_dataset
+
+    splits = [name.strip() for name in args.splits.split(",") if name.strip()] if args.splits is not None else None
+    try:
+        dataset = load_scene_dataset(args.data)
+        counts = export_dataset(dataset, args.out, args.format, splits=splits, shard_size=args.shard_size,
+                                overwrite=args.overwrite)
+    except (OSError, ValueError) as error:  # a missing build, an unknown split, an occupied --out
+        print(f"xmodal data export: {error}", file=sys.stderr)
+        return 2
+    print(", ".join(f"{name}: {count}" for name, count in counts.items()), f"rows -> {args.out} ({args.format})")
+    return 0
+
+
 def _inspect(args, argv):
     from .inspect_model import main
 
@@ -142,13 +154,13 @@ def _inspect(args, argv):
 
 
 def _demo(args, argv):
-    from .demo import main
+    from .demo.command import main
 
     return main(args)
 
 
 def _convert_whisper_ct2(args, argv):
-    from .convert_whisper_ct2 import convert_whisper_ct2
+    from .pretrained.convert_whisper_ct2 import convert_whisper_ct2
 
     try:
         out = convert_whisper_ct2(args.model_dir, args.out, dtype=args.dtype, window_seconds=args.window_seconds)
@@ -156,6 +168,20 @@ def _convert_whisper_ct2(args, argv):
         print(f"xmodal convert whisper-ct2: {error}", file=sys.stderr)
         return 1
     print(out)
+    return 0
+
+
+def _export_onnx(args, argv):
+    from .export_onnx import DEFAULT_OPSET, export_onnx
+
+    try:
+        paths = export_onnx(args.model, args.out, opset=args.opset or DEFAULT_OPSET)
+    except (OSError, ValueError, ImportError) as error:  # no model folder, an occupied --out, onnx not installed
+        print(f"xmodal export onnx: {error}", file=sys.stderr)
+        return 2
+    for modality, path in paths.items():
+        print(f"{modality}: {path}")
+    print(f"processor and onnx_export.json -> {args.out}")
     return 0
 
 

@@ -1,15 +1,22 @@
-"""The training configuration: typed dataclasses read from YAML.
+"""The training configuration: typed dataclasses read from YAML, checked at once, nothing loaded.
 
 A config file has six sections (`data`, `model`, `towers`, `training`, `evaluation`, `lora`) and a `task`.
-Every key is checked: an unknown one is an error that names the valid keys of its section, so a
-typo never silently falls back to a default. `model` holds `XModalConfig` arguments and is
-checked against that config's fields (and each tower's).
+Every key is checked when the file is read, before any data is built: an unknown one is an error that
+names the valid keys of its section (so a typo never silently falls back to a default), and every value
+is checked against its field's type and range. `model` holds `XModalConfig` arguments and is checked by
+building that config (its fields, each tower's, the fusion and loss names). Reading a config never
+loads, converts or downloads a model: pretrained towers are resolved when a run starts
+(`xmodal.trainers.pretrained.compose.resolve_towers`).
 """
 
 import dataclasses
 import difflib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from xmodal.modalities import MODALITY_NAMES, PARTS, TARGET_INPUTS, TOWER_PARTS
 
 # task -> (model class name in `xmodal`, what `labels` means for it)
 TASKS = {
@@ -20,7 +27,6 @@ TASKS = {
     "generation": ("XModalForConditionalGeneration", "target"),
 }
 DATASETS = ("scenes", "digits")
-MODALITIES = ("text", "image", "audio")
 PRECISIONS = ("auto", "bf16", "fp16", "no")
 
 
@@ -36,7 +42,7 @@ class DataConfig:
     path: str = "data/scenes"  # dataset folder (`save_to_disk` layout); built here when missing and `build`
     build: bool = True
     build_args: dict = field(default_factory=dict)  # keyword arguments of build_scene_dataset / build_digits_dataset
-    modalities: list = field(default_factory=lambda: list(MODALITIES))
+    modalities: list = field(default_factory=lambda: list(MODALITY_NAMES))
     text_column: str = "caption"
     target_column: str | None = "caption"  # decoder targets (captioning, transcription)
     label_column: str | None = None  # `labels` for matching (0/1) and classification
@@ -53,7 +59,8 @@ class DataConfig:
     tokenizer_vocab_size: int = 1024
 
 
-LEARNING_RATE_PARTS = ("text", "image", "audio", "fusion", "decoder", "heads")
+# Parts with a learning rate of their own: a tower's projection goes with its tower.
+LEARNING_RATE_PARTS = tuple(part for part in PARTS if part != "projections")
 
 
 @dataclass
@@ -120,12 +127,11 @@ class LoraSettings:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0
-    parts: list = field(default_factory=lambda: ["text", "image", "audio"])
+    parts: list = field(default_factory=lambda: list(MODALITY_NAMES))
     modules: list | None = None  # default: every attention and MLP projection of the parts
     modules_to_save: list | None = None  # default: the task head
 
 
-TOWER_PARTS = ("text", "image", "audio", "decoder")
 TOWER_TRAIN_MODES = ("full", "lora", "frozen")
 TOWER_KEYS = {"from": None, "train": "full", "window_seconds": None}
 
@@ -135,11 +141,11 @@ class TowersConfig:
     """Where each tower starts and how it trains: `{from: SOURCE, train: full | lora | frozen, window_seconds: N}`.
 
     `from` is a model folder or a named offline source (`minilm`, `whisper-tiny.en`; see
-    `xmodal.trainers.pretrained.NAMED_SOURCES`); without it the tower is built from `model.<part>_config`.
-    `window_seconds` shortens a Whisper encoder's 30-second window. Parts left out train in full. When the
-    config is loaded, each pretrained tower's config replaces `model.<part>_config` (so the processor and
-    the model read the same towers), and `train: lora` adds the part to `lora.parts` and turns LoRA on.
-    Projections, fusion and heads always train in full.
+    `xmodal.trainers.pretrained.sources.NAMED_SOURCES`); without it the tower is built from
+    `model.<part>_config`. `window_seconds` shortens a Whisper encoder's 30-second window. Parts left out
+    train in full. When a run starts, each pretrained tower's config replaces `model.<part>_config` (so the
+    processor and the model read the same towers), and `train: lora` adds the part to `lora.parts` and turns
+    LoRA on. Projections, fusion and heads always train in full.
     """
 
     text: dict | None = None
@@ -174,6 +180,39 @@ def _unknown_key_error(where, key, valid):
     return ConfigError(f"Unknown key {where}{key!r}.{hint} Valid keys: {', '.join(sorted(valid))}.")
 
 
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+              dict: "a mapping", type(None): "null"}
+
+
+def _allowed_types(annotation):
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _checked_value(value, annotation, where):
+    """`value` if it has the field's type; a number that YAML read as a string (`1e-3`) becomes a float.
+    Booleans are not integers here: `batch_size: true` is an error, not a batch of 1."""
+    allowed = _allowed_types(annotation)
+    for kind in allowed:
+        if kind is type(None) and value is None:
+            return value
+        if kind in (int, float) and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is float and isinstance(value, float):
+            return value
+        if kind in (str, bool, list, dict) and isinstance(value, kind):
+            return value
+    if float in allowed and isinstance(value, str):
+        try:
+            return float(value)  # PyYAML reads 1e-3 (no dot) as a string
+        except ValueError:
+            pass
+    expected = " or ".join(TYPE_NAMES.get(kind, getattr(kind, "__name__", str(kind))) for kind in allowed)
+    got = TYPE_NAMES.get(type(value), type(value).__name__)
+    raise ConfigError(f"{where}={value!r}: expected {expected}, got {got}.")
+
+
 def _from_dict(cls, values, where=""):
     if values is None:
         values = {}
@@ -187,12 +226,15 @@ def _from_dict(cls, values, where=""):
         nested = fields[key].default_factory if fields[key].default_factory is not dataclasses.MISSING else None
         if dataclasses.is_dataclass(nested):
             value = _from_dict(nested, value, f"{where}{key}.")
+        else:
+            value = _checked_value(value, fields[key].type, f"{where}{key}")
         kwargs[key] = value
     return cls(**kwargs)
 
 
 def _check_model_section(model):
-    """Checks `model` keys against `XModalConfig` and its tower configs (which accept unknown keys silently)."""
+    """Checks `model` keys against `XModalConfig` and its tower configs (which accept unknown keys silently),
+    then builds the config, which checks the values (types, fusion and loss names, shapes): cheap, no weights."""
     from xmodal.configuration_xmodal import TOWER_CONFIG_CLASSES, XModalConfig
 
     top = [f.name for f in dataclasses.fields(XModalConfig)] + ["num_labels"]
@@ -204,6 +246,12 @@ def _check_model_section(model):
             for sub_key in value:
                 if sub_key not in valid:
                     raise _unknown_key_error(f"model.{key}.", sub_key, valid)
+    own = {key: value for key, value in model.items()
+           if not (key in TOWER_CONFIG_CLASSES and isinstance(value, dict) and "model_type" in value)}
+    try:
+        XModalConfig(**own)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"model: {str(error).splitlines()[0]}") from None
 
 
 def validate(config: RunConfig):
@@ -213,9 +261,9 @@ def validate(config: RunConfig):
     data, training = config.data, config.training
     if data.name not in DATASETS:
         raise ConfigError(f"data.name={data.name!r} is not supported; choose one of {list(DATASETS)}.")
-    unknown = set(data.modalities) - set(MODALITIES)
+    unknown = set(data.modalities) - set(MODALITY_NAMES)
     if unknown or not data.modalities:
-        raise ConfigError(f"data.modalities={data.modalities!r}: choose a non-empty subset of {list(MODALITIES)}.")
+        raise ConfigError(f"data.modalities={data.modalities!r}: choose a non-empty subset of {list(MODALITY_NAMES)}.")
     if training.mixed_precision not in PRECISIONS:
         raise ConfigError(f"training.mixed_precision={training.mixed_precision!r}; choose one of {list(PRECISIONS)}.")
     for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every", "num_processes",
@@ -231,7 +279,7 @@ def validate(config: RunConfig):
             training.max_minutes, (int, float)) or training.max_minutes <= 0):
         raise ConfigError(f"training.max_minutes={training.max_minutes!r} must be a positive number of minutes "
                           "(or null for no time budget).")
-    droppable = [*MODALITIES, "labels"]
+    droppable = [*MODALITY_NAMES, *TARGET_INPUTS]
     if not isinstance(training.light_step_drop, list) or set(training.light_step_drop) - set(droppable):
         raise ConfigError(f"training.light_step_drop={training.light_step_drop!r}: choose a list from {droppable}.")
     if training.full_step_every > 1 and not training.light_step_drop:
@@ -250,8 +298,6 @@ def validate(config: RunConfig):
 
 def _check_towers_section(config):
     """Checks `towers` (keys, training modes, which parts may come from a folder)."""
-    from .lora import LORA_TARGET_MODULES
-
     for part in TOWER_PARTS:
         settings = getattr(config.towers, part)
         if settings is None:
@@ -274,26 +320,6 @@ def _check_towers_section(config):
         if part == "decoder" and TASKS[config.task][1] != "target":
             raise ConfigError(f"towers.decoder is set but task={config.task!r} has no decoder; use pretraining or "
                               "generation.")
-        if settings["train"] == "lora" and part not in LORA_TARGET_MODULES:  # pragma: no cover - all parts have one
-            raise ConfigError(f"towers.{part}.train=lora: no LoRA targets for {part!r}.")
-
-
-def resolve_towers(config: RunConfig):
-    """Fills `model.<part>_config` from the pretrained towers and `lora` from the `train: lora` towers (see
-    `TowersConfig`). Named sources are made ready here (the Whisper conversion runs once, then is cached)."""
-    if not config.towers.parts():
-        return config
-    from .pretrained import tower_model_configs
-
-    config.model.update(tower_model_configs(config))
-    towers = config.towers.parts()
-    lora_parts = [part for part, settings in towers.items() if settings["train"] == "lora"]
-    if lora_parts:
-        # A part named in `towers` trains as it says there; other parts keep their `lora.parts` entry.
-        earlier = [part for part in config.lora.parts if part not in towers] if config.lora.enabled else []
-        config.lora.enabled = True
-        config.lora.parts = earlier + lora_parts
-    return config
 
 
 def load_config(path, overrides=None) -> RunConfig:
@@ -303,17 +329,36 @@ def load_config(path, overrides=None) -> RunConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"No config file at {str(path)!r}.")
-    with open(path) as handle:
-        values = yaml.safe_load(handle) or {}
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); save the config as UTF-8.") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: {_yaml_problem(error)}") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a config is a mapping of sections (task, data, model, ...), got "
+                          f"{type(values).__name__}.")
     for item in overrides or ():
         apply_override(values, item)
     return config_from_dict(values)
 
 
+def _yaml_problem(error):
+    """`line L, column C: what` from a YAML error (1-based, as editors count)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if "\\t" in problem or "\t" in problem:  # PyYAML writes a tab as the two characters \t
+        problem += " (YAML indents with spaces, not tabs)"
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
 def config_from_dict(values) -> RunConfig:
+    """A checked `RunConfig` from plain values (no I/O, no models)."""
     config = _from_dict(RunConfig, values)
     validate(config)
-    return resolve_towers(config)
+    return config
 
 
 def apply_override(values, item):
@@ -327,7 +372,12 @@ def apply_override(values, item):
     target = values
     for key in keys[:-1]:
         target = target.setdefault(key, {})
-    target[keys[-1]] = yaml.safe_load(raw)
+        if not isinstance(target, dict):
+            raise ConfigError(f"Override {item!r}: {key!r} is not a section.")
+    try:
+        target[keys[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"Override {item!r}: the value is not valid YAML ({_yaml_problem(error)}).") from None
 
 
 def save_config(config: RunConfig, path):

@@ -13,11 +13,19 @@ import json
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
+from xmodal.modalities import modality_inputs
 
 from .config import ConfigError, RunConfig, load_config
-from .data import MODALITY_INPUTS, XModalDataCollator, encode_split, load_raw_dataset, select_split
-from .metrics import caption_relevance, classification_accuracy, error_rates, matching_metrics, retrieval_metrics
+from .data import XModalDataCollator, encode_split, load_raw_dataset, select_split
+from .loading import load_head
+from .metrics import (
+    caption_relevance,
+    classification_accuracy,
+    error_rates,
+    matching_metrics,
+    metrics_markdown,
+    retrieval_metrics,
+)
 
 
 def _weights_have(folder, prefix):
@@ -33,16 +41,11 @@ def _weights_have(folder, prefix):
 
 
 def _load_part(cls, model_dir):
-    """One head's view of a checkpoint, in eval mode. A pre-training checkpoint holds every head, so each
-    view leaves most weights unused by design: the load report that would list them is silenced."""
-    from transformers.utils import logging
-
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()
-    try:
-        return cls.from_pretrained(model_dir).eval()
-    finally:
-        logging.set_verbosity(level)
+    """One head's view of a checkpoint, in eval mode (`loading.load_head`, quiet about the other heads)."""
+    model, missing = load_head(cls, model_dir)
+    if model is None:
+        raise ConfigError(f"{model_dir} has no weights for {cls.__name__} (missing {missing[:3]}).")
+    return model
 
 
 def _batches(dataset, indices, batch_size, collator):
@@ -60,14 +63,12 @@ def _relevance(dataset):
 
 @torch.no_grad()
 def embed_all(model, dataset, batch_size, collator):
-    """L2-normalised embeddings of every modality in the dataset, row i = sample i."""
-    from .loop import _embed
-
+    """L2-normalised embeddings of every modality in the dataset, row i = sample i (`XModalModel.get_embeddings`)."""
     embeds = {}
     for batch in _batches(dataset, list(range(len(dataset))), batch_size, collator):
-        for modality, vectors in _embed(model, batch).items():
+        for modality, vectors in model.get_embeddings(**batch).items():
             embeds.setdefault(modality, []).append(vectors)
-    return {m: F.normalize(torch.cat(v), dim=-1) for m, v in embeds.items()}
+    return {m: torch.cat(v) for m, v in embeds.items()}
 
 
 @torch.no_grad()
@@ -86,8 +87,7 @@ def matching_scores(model, dataset, pair, batch_size, collator, seed=0):
             first = collator([dataset[i] for i in rows])
             second_rows = [int(partners[i]) for i in rows] if negative else rows
             second = first if not negative else collator([dataset[i] for i in second_rows])
-            inputs = {k: first[k] for k in MODALITY_INPUTS[pair[0]] if k in first}
-            inputs.update({k: second[k] for k in MODALITY_INPUTS[pair[1]] if k in second})
+            inputs = {**modality_inputs(first, pair[0]), **modality_inputs(second, pair[1])}
             probability = model(**inputs).logits.float().softmax(-1)[:, 1]
             # A "negative" whose caption happens to be true of the other scene is a positive.
             labels += [int(not negative or (describes is not None and bool(describes[j, i] or describes[i, j])))
@@ -96,22 +96,13 @@ def matching_scores(model, dataset, pair, batch_size, collator, seed=0):
     return scores, labels
 
 
-def generation_token_ids(config):
-    """The decoder's special tokens, which a checkpoint saved from the pre-training head has no
-    generation config for."""
-    decoder = config.decoder_config
-    return {"decoder_start_token_id": decoder.decoder_start_token_id, "bos_token_id": decoder.bos_token_id,
-            "eos_token_id": decoder.eos_token_id, "pad_token_id": decoder.pad_token_id}
-
-
 @torch.no_grad()
 def generate_texts(model, dataset, source, count, batch_size, collator, tokenizer, evaluation):
     """Generated captions (source "image") or transcripts (source "audio") for the first `count` samples."""
-    keys = MODALITY_INPUTS[source]
     texts = []
     for batch in _batches(dataset, list(range(count)), batch_size, collator):
-        inputs = {k: batch[k] for k in keys if k in batch}
-        ids = model.generate(**inputs, **generation_token_ids(model.config), do_sample=False,
+        inputs = modality_inputs(batch, source)
+        ids = model.generate(**inputs, do_sample=False,  # token ids from the checkpoint's generation config
                              max_new_tokens=evaluation.max_new_tokens, num_beams=evaluation.num_beams)
         texts += tokenizer.batch_decode(ids, skip_special_tokens=True)
     return texts
@@ -191,15 +182,11 @@ def scalar_metrics(metrics):
 
 
 def print_metrics(metrics, title="Metrics"):
-    from .checkpointing import metrics_markdown
-
     print(f"\n{title}\n{metrics_markdown(scalar_metrics(metrics))}\n", flush=True)
 
 
 def write_metrics(metrics, folder, name):
     """`<name>.json` (everything) and `<name>.md` (the table of numbers) in `folder`; returns the JSON path."""
-    from .checkpointing import metrics_markdown
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     name = name.replace(":", "-")  # `test:unseen-voice` -> eval_test-unseen-voice.json

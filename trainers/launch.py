@@ -6,6 +6,7 @@ the multi-GPU launcher told to use the CPU: `ACCELERATE_USE_CPU=1 accelerate lau
 """
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -60,3 +61,33 @@ def relaunch(num_processes, args, accelerate_config=None):
     command = launch_command(num_processes, args, accelerate_config=accelerate_config, port=free_port())
     print("Launching:", " ".join(command), flush=True)
     return subprocess.call(command, env=launch_environment(num_processes))
+
+
+def run_training(config_file, overrides=(), resume=False, num_processes=None, accelerate_config=None,
+                 prog="xmodal train"):
+    """What `xmodal train` does (and `xmodal demo --train-if-missing`): reads and checks the config, starts
+    `num_processes` processes when asked (each comes back here and trains), trains. Returns an exit code;
+    an error the user can fix is one line on stderr (2: the config, 1: the data or the run)."""
+    from .checkpointing import CheckpointError
+    from .config import ConfigError, load_config
+    from .data import DataError
+    from .loop import TrainingDiverged, train
+
+    overrides = list(overrides)
+    try:
+        config = load_config(config_file, overrides)
+    except ConfigError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2
+    args = ["train", "--config", str(config_file), *[part for item in overrides for part in ("--set", item)]]
+    if resume:
+        args.append("--resume")
+    processes = num_processes or config.training.num_processes
+    if (processes > 1 or accelerate_config) and not in_launched_process():
+        return relaunch(processes, args, accelerate_config)
+    try:
+        train(config, resume=resume, command="xmodal " + " ".join(shlex.quote(a) for a in args))
+    except (ConfigError, DataError, TrainingDiverged, CheckpointError) as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -7,7 +7,6 @@ ends with the same weights as an uninterrupted one.
 """
 
 import gc
-import math
 import os
 import sys
 import time
@@ -15,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from xmodal.modeling_xmodal import PROJECTIONS
+from xmodal.modalities import modality_inputs
 
 from . import checkpointing
-from .config import LEARNING_RATE_PARTS, TASKS, save_config
+from .checkpointing import save_training_state
+from .config import TASKS, save_config
 from .data import (
-    MODALITY_INPUTS,
     EpochShuffleSampler,
     XModalDataCollator,
     configure_tokens,
@@ -31,18 +30,13 @@ from .data import (
     make_tokenizer,
     select_split,
 )
-from .pretrained import MODULE_PARTS, top_module
-
-# Projection module -> the tower it projects (its learning rate follows the tower's).
-PROJECTION_PARTS = {module: modality for modality, module in PROJECTIONS.items()}
+from .export import finish
+from .optim import parameter_groups, warmup_cosine, within_budget
+from .pretrained.compose import build_composed_model, resolve_towers
 
 
 class TrainingDiverged(RuntimeError):
     """The loss stopped being a finite number."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be written; the previous one is intact."""
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -58,63 +52,6 @@ def resolve_precision(choice):
     if choice == "auto":
         return "bf16" if bf16_supported() else "no"
     return choice
-
-
-def parameter_groups(model, weight_decay, learning_rate=None, scales=None):
-    """AdamW groups: decay on matrices only; none on norms, biases, the temperature and logit bias (all < 2-D).
-
-    `scales` ({part: factor}, see `LEARNING_RATE_PARTS`) multiplies `learning_rate` for the parameters of
-    those parts, each group then carrying its own `lr`; the schedule scales every group alike."""
-    scales = scales or {}
-    if scales and learning_rate is None:
-        raise ValueError("parameter_groups: `scales` multiply `learning_rate`; pass the learning rate too.")
-    groups = {}
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            scale = float(scales.get(learning_rate_part(name), 1.0))
-            groups.setdefault((parameter.ndim >= 2, scale), []).append(parameter)
-    result = []
-    for (decays, scale), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1])):
-        group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
-        if scale != 1.0:
-            group["lr"] = learning_rate * scale
-        result.append(group)
-    return result
-
-
-def learning_rate_part(name):
-    """The `LEARNING_RATE_PARTS` entry of a parameter (by its name in the model or its PEFT wrapper): a
-    tower's projection into the shared space belongs to the tower; the temperature to none."""
-    module = top_module(name)
-    if module in PROJECTION_PARTS:
-        return PROJECTION_PARTS[module]
-    part = MODULE_PARTS.get(module)
-    return part if part in LEARNING_RATE_PARTS else None
-
-
-def warmup_cosine(warmup_steps, total_steps, min_ratio=0.0):
-    """Multiplier of the peak learning rate: linear warmup, then cosine decay to `min_ratio`."""
-
-    def schedule(step):
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return schedule
-
-
-def within_budget(schedule, progress, training):
-    """With `training.max_minutes`, `schedule` runs by whichever is further along, the steps or the clock,
-    so a run cut short by its time budget still ends its warmup and its cosine decay."""
-    if not training.max_minutes:
-        return schedule
-    budget = training.max_minutes * 60
-
-    def at(step):
-        return schedule(max(step, int(training.max_steps * min(1.0, progress.seconds / budget))))
-
-    return at
 
 
 def _elapsed(accelerator, start, seconds_before, synchronized):
@@ -143,8 +80,6 @@ def build_model(config, tokenizer):
     if config.training.pretrained:
         return cls.from_pretrained(config.training.pretrained, attn_implementation=attention)
     if config.towers.parts():  # pretrained towers, frozen parts and their LoRA adapters
-        from .pretrained import build_composed_model
-
         return build_composed_model(config, tokenizer, cls, attention)
     kwargs = configure_tokens(config.model, tokenizer, config.data)
     model_config = XModalConfig(**kwargs)
@@ -289,6 +224,7 @@ def train(config, resume=False, command=None):
     from accelerate import skip_first_batches
     from accelerate.utils import set_seed
 
+    config = resolve_towers(config)  # pretrained towers are made ready here, never when a config is read
     training = config.training
     output_dir = Path(training.output_dir)
     _reset_accelerate_state()
@@ -419,7 +355,7 @@ def light_step(batch, step, training):
     process and a resumed run agree."""
     if training.full_step_every <= 1 or step % training.full_step_every == 0:
         return batch
-    dropped = {key for part in training.light_step_drop for key in MODALITY_INPUTS[part]}
+    dropped = {key for part in training.light_step_drop for key in modality_inputs(batch, part)}
     return {key: value for key, value in batch.items() if key not in dropped}
 
 
@@ -470,28 +406,6 @@ def _stop_if_not_finite(accelerator, loss, progress, output_dir):
             "training.learning_rate, more training.warmup_steps or training.mixed_precision: no.")
 
 
-def save_training_state(accelerator, output_dir, step, keep):
-    """`save_state` into a temporary folder, renamed into place when every process has written its part."""
-    final = checkpointing.state_folder(output_dir, step)
-    staging = final.with_name(f".{final.name}.tmp")
-    if accelerator.is_main_process:
-        checkpointing.shutil.rmtree(staging, ignore_errors=True)
-        staging.parent.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    try:
-        accelerator.save_state(str(staging))
-    except Exception as error:
-        checkpointing.shutil.rmtree(staging, ignore_errors=True)
-        previous = checkpointing.latest_state(output_dir)
-        raise CheckpointError(f"Saving the training state at step {step} to {final} failed ({error}); "
-                              f"the previous state {previous} is intact.") from error
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        checkpointing.replace_folder(staging, final)
-        checkpointing.prune_states(output_dir, keep)
-    accelerator.wait_for_everyone()
-
-
 def _progress_bar(accelerator, training, initial):
     if not (training.progress_bar and accelerator.is_main_process):
         return None
@@ -530,8 +444,8 @@ def validate(model, loader, accelerator, config):
             rows = next(v for k, v in batch.items() if torch.is_tensor(v)).shape[0]
             losses.append(accelerator.gather_for_metrics(outputs.loss.detach().float().repeat(rows)))
             if base is not None:
-                for modality, vector in _embed(base, batch).items():
-                    embeds.setdefault(modality, []).append(accelerator.gather_for_metrics(vector.float()))
+                for modality, vector in base.get_embeddings(**batch).items():
+                    embeds.setdefault(modality, []).append(accelerator.gather_for_metrics(vector))
     model.train(was_training)
     metrics = {"eval_loss": float(torch.cat(losses).mean())}
     if len(embeds) > 1:
@@ -549,20 +463,6 @@ def _contrastive_base(model):
     return getattr(model, "xmodal", None)
 
 
-def _embed(base, batch):
-    from torch.nn import functional as F
-
-    embeds = {}
-    if "input_ids" in batch:
-        embeds["text"] = base.get_text_features(batch["input_ids"], batch.get("attention_mask")).pooler_output
-    if "pixel_values" in batch:
-        embeds["image"] = base.get_image_features(batch["pixel_values"]).pooler_output
-    if "input_features" in batch:
-        embeds["audio"] = base.get_audio_features(batch["input_features"],
-                                                  batch.get("feature_attention_mask")).pooler_output
-    return {m: F.normalize(v.float(), dim=-1) for m, v in embeds.items()}
-
-
 def _is_sharded(accelerator):
     from accelerate.utils import DistributedType
 
@@ -577,42 +477,3 @@ def _peak_rss_mib(accelerator):
     return round(float(accelerator.gather(peak).max()), 1)
 
 
-def finish(model, processor, config, progress, train_seconds, command, state_dict=None, peak_rss_mib=None):
-    """Writes `<output_dir>/model` (weights, config, processor, card, curve, metrics) atomically; evaluates it."""
-    from .evaluate import evaluate_checkpoint, print_metrics, scalar_metrics, write_metrics
-
-    output_dir = Path(config.training.output_dir)
-    target = output_dir / "model"
-    num_parameters = sum(p.numel() for p in model.parameters())
-    command = command or f"xmodal train --config {output_dir / 'training_config.yaml'}"
-    with checkpointing.atomic_folder(target) as staging:
-        if config.lora.enabled:
-            model.save_pretrained(staging)  # adapter_model.safetensors + adapter_config.json
-            merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-            merged.save_pretrained(staging / "merged")
-            processor.save_pretrained(staging / "merged")
-            save_config(config, staging / "merged" / "training_config.yaml")
-        else:
-            model.save_pretrained(staging, state_dict=state_dict)
-        processor.save_pretrained(staging)
-        save_config(config, staging / "training_config.yaml")
-        metrics = {}
-        if config.evaluation.split:
-            metrics = evaluate_checkpoint(staging / "merged" if config.lora.enabled else staging, config=config)
-            for split in config.evaluation.extra_splits:
-                extra = evaluate_checkpoint(staging / "merged" if config.lora.enabled else staging, config=config,
-                                            split=split)
-                metrics.update({f"{split}/{k}": v for k, v in extra.items() if k != "split"})
-        if metrics:
-            metrics["train_seconds"] = round(train_seconds, 3)  # seconds to the millisecond: a tiny run is not 0
-            if peak_rss_mib is not None:
-                metrics["train_peak_rss_mib"] = peak_rss_mib
-        checkpointing.plot_training_curve(progress.history, staging / "training_curve.png")
-        checkpointing.write_model_card(staging, config, scalar_metrics(metrics), train_seconds, num_parameters,
-                                       command, steps=progress.step)
-        write_metrics(metrics, staging, "metrics")
-    if metrics:
-        print_metrics(metrics, title=f"Final metrics ({config.evaluation.split} split) -> {target}")
-    else:
-        print(f"Saved {target} (no evaluation: evaluation.split is empty)")
-    return metrics

@@ -27,6 +27,8 @@ layers of its own architecture, looked up by its `model_type` in `PRETRAINED_LOR
 
 import re
 
+from xmodal.modalities import PART_CONFIG_KEYS, parameter_part
+
 SELF_ATTENTION_AND_MLP = ["qkv_proj", "out_proj", "fc1", "fc2"]
 WITH_CROSS_ATTENTION = ["qkv_proj", "q_proj", "kv_proj", "out_proj", "fc1", "fc2"]
 LORA_TARGET_MODULES = {
@@ -73,8 +75,7 @@ def pretrained_parts(model):
     from xmodal.configuration_xmodal import is_own_config
 
     config = model.config
-    keys = {"text": "text_config", "image": "vision_config", "audio": "audio_config", "decoder": "decoder_config"}
-    return {part: getattr(config, key).model_type for part, key in keys.items()
+    return {part: getattr(config, key).model_type for part, key in PART_CONFIG_KEYS.items()
             if getattr(config, key, None) is not None and not is_own_config(getattr(config, key))}
 
 
@@ -82,7 +83,7 @@ def apply_lora(model, settings, task, train_in_full=None):
     """Wraps `model` in a `PeftModel` with LoRA adapters as `settings` (a `LoraSettings`) says.
 
     By default only the adapters and `modules_to_save` (the task head) train. With `train_in_full` (parts
-    as in `xmodal.trainers.pretrained.COUNT_PARTS`: the `towers` section passes every part not frozen or
+    as in `xmodal.modalities.PARTS`: the `towers` section passes every part not frozen or
     adapted), the parameters of those parts keep training in full, as they did before wrapping.
     """
     try:
@@ -105,8 +106,6 @@ def apply_lora(model, settings, task, train_in_full=None):
                         target_modules=pattern, modules_to_save=modules_to_save or None)
     model = get_peft_model(model, config)
     if train_in_full is not None:
-        from .pretrained import parameter_part
-
         prefix = "base_model.model."
         for name, parameter in model.named_parameters():
             if "lora_" not in name and parameter_part(name) in train_in_full:

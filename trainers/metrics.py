@@ -126,3 +126,11 @@ def make_compute_metrics(task):
         return {}
 
     return compute_metrics
+
+
+def metrics_markdown(metrics):
+    """A two-column Markdown table of flat metrics."""
+    lines = ["| metric | value |", "|---|---|"]
+    for name, value in metrics.items():
+        lines.append(f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |")
+    return "\n".join(lines)

@@ -30,7 +30,7 @@ def assets(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def predictor(assets):
-    from xmodal.trainers.demo_predictor import Predictor
+    from xmodal.trainers.demo.predictor import Predictor
 
     return Predictor(assets["model"])
 

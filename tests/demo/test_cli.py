@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 import transformers
 
-from xmodal.trainers import cli, demo, demo_drawing, demo_inputs, demo_predictor
+from xmodal.trainers import cli
+from xmodal.trainers.demo import command as demo
+from xmodal.trainers.demo import drawing as demo_drawing
+from xmodal.trainers.demo import inputs as demo_inputs
+from xmodal.trainers.demo import predictor as demo_predictor
 
 from .tiny_demo import build_checkpoint
 
@@ -49,18 +53,18 @@ def test_train_if_missing_trains_the_default_then_serves(assets, tmp_path, monke
     config.write_text("task: pretraining\n")
     calls = []
 
-    def fake_train(argv):
-        calls.append(argv)
+    def fake_train(config_file, overrides, prog):
+        calls.append((config_file, overrides, prog))
         build_checkpoint(model_dir, assets["data"], assets["captions"])
         return 0
 
     app = FakeApp()
-    monkeypatch.setattr(cli, "main", fake_train)
+    monkeypatch.setattr(demo, "run_training", fake_train)
     monkeypatch.setattr(demo, "load_app", lambda: app)
     args = cli.build_parser().parse_args(["demo", "--model", str(model_dir), "--config", str(config),
                                           "--train-if-missing", "--port", "7999"])
     assert demo.main(args) == 0
-    assert calls == [["train", "--config", str(config), "--output-dir", str(model_dir.parent)]]
+    assert calls == [(config, [f"training.output_dir={model_dir.parent}"], "xmodal demo")]
     assert app.loaded == str(model_dir)
     assert app.launched == {"server_name": "127.0.0.1", "server_port": 7999, "share": False}
 

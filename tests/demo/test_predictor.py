@@ -5,9 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from xmodal.trainers.demo_drawing import heat_colors, heatmap_overlay
-from xmodal.trainers.demo_inputs import DemoInputError, DemoLimits, load_audio, load_image, parse_captions
-from xmodal.trainers.demo_predictor import Predictor, resolve_model_dir
+from xmodal.trainers.demo.drawing import heat_colors, heatmap_overlay
+from xmodal.trainers.demo.inputs import DemoInputError, DemoLimits, load_audio, load_image, parse_captions
+from xmodal.trainers.demo.predictor import Predictor
+from xmodal.trainers.loading import resolve_model_dir
 
 from .tiny_demo import GENERATED_WORD, build_checkpoint
 
@@ -169,7 +170,7 @@ def test_the_data_folder_may_hold_several_builds(assets, tmp_path):
     import json
     import shutil
 
-    from xmodal.trainers.demo_predictor import _load_split
+    from xmodal.trainers.demo.predictor import _load_split
 
     for seed in (0, 1):
         build = tmp_path / f"scenes-v1-seed{seed}"

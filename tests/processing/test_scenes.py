@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from xmodal.processing import build_scene_dataset, load_scene_dataset
-from xmodal.processing import emoji_assets, scenes
+from xmodal.processing import emoji_assets, scene_plan, scenes
 from xmodal.processing.speech import TRAIN_VOICES, UNSEEN_ACCENT, UNSEEN_VOICES, decode_audio
 
 TINY = dict(seed=3, num_emoji=12, num_train=40, num_validation=6, num_test=6, num_test_novel=12,
             image_size=64, progress=False)
-SIZE_RANGES = scenes.SIZE_RANGES
+SIZE_RANGES = scene_plan.SIZE_RANGES
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def dataset(built):
 
 def test_build_is_deterministic_bit_for_bit(built, tmp_path):
     again = build_scene_dataset(tmp_path, **{**TINY, "num_proc": 1})  # and whatever the worker count
-    for split in scenes.SPLITS:
+    for split in scene_plan.SPLITS:
         first, second = built[1][split].data.table, again[split].data.table
         assert first.column_names == second.column_names
         for name in first.column_names:  # images (PNG bytes) and audio (WAV bytes) included
@@ -35,8 +35,8 @@ def test_build_is_deterministic_bit_for_bit(built, tmp_path):
 
 
 def test_splits_sizes_and_column_types(dataset):
-    assert list(dataset) == list(scenes.SPLITS)
-    assert [len(dataset[s]) for s in scenes.SPLITS] == [40, 6, 6, 12]
+    assert list(dataset) == list(scene_plan.SPLITS)
+    assert [len(dataset[s]) for s in scene_plan.SPLITS] == [40, 6, 6, 12]
     features = dataset["train"].features
     assert features == scenes.scene_features()
     assert type(features["image"]).__name__ == "Image"
@@ -96,7 +96,7 @@ RELATIONS = {"to the left of": (0, False), "to the right of": (0, True), "above"
 
 def test_captions_state_true_counts_sizes_and_positions(dataset):
     checked = 0
-    for split in scenes.SPLITS:
+    for split in scene_plan.SPLITS:
         for row in dataset[split]:
             groups = _groups(row)
             for caption in row["captions"]:
@@ -139,9 +139,9 @@ def test_caption_wording():
     assert articles == ["an", "a", "a", "an", "a"]
     for info in emoji_assets.emoji_catalogue():
         assert info.name == info.name.lower() and not re.search(r"[0-9:_()]", info.name), info.name
-    groups = [scenes.Group(0, 2, "big"), scenes.Group(1, 1, "medium")]
+    groups = [scene_plan.Group(0, 2, "big"), scene_plan.Group(1, 1, "medium")]
     first, second = (emoji_assets.emoji_catalogue()[i] for i in (0, 1))
-    captions = scenes.scene_captions(groups, "horizontal")
+    captions = scene_plan.scene_captions(groups, "horizontal")
     article = emoji_assets.indefinite_article(second.name)
     assert captions[0] == f"two big {first.plural} to the left of {article} {second.name}"
     assert f"two {first.plural} to the left of" in captions[-1]
@@ -157,7 +157,7 @@ def test_test_novel_pairs_never_seen_together_in_other_splits(dataset):
     for row in dataset["test_novel"]:
         assert len(set(row["emoji_ids"])) >= 2
         assert not pairs(row) & seen, row["emoji"]
-    used = {i for split in scenes.SPLITS for row in dataset[split] for i in row["emoji_ids"]}
+    used = {i for split in scene_plan.SPLITS for row in dataset[split] for i in row["emoji_ids"]}
     assert len(used) <= TINY["num_emoji"]
 
 
@@ -190,7 +190,7 @@ def test_audio_is_16khz_speech_of_plausible_length(dataset):
 
 def test_unseen_voice_never_used(dataset):
     assert not set(UNSEEN_VOICES) & set(TRAIN_VOICES)
-    for split in scenes.SPLITS:
+    for split in scene_plan.SPLITS:
         for voice in dataset[split]["voice"]:
             assert voice in TRAIN_VOICES and not voice.startswith(UNSEEN_ACCENT)
 
@@ -247,7 +247,7 @@ def test_without_raqm_only_single_code_point_emoji_are_kept(monkeypatch):
 
 
 def test_splits_of_size_zero_are_left_out_and_all_zero_is_an_error():
-    from xmodal.processing.scenes import plan_scenes
+    from xmodal.processing.scene_plan import plan_scenes
 
     plan = plan_scenes(num_emoji=6, sizes={"train": 5, "validation": 0, "test": 2, "test_novel": 0}, image_size=32)
     assert {split: len(scenes) for split, scenes in plan.items()} == {"train": 5, "test": 2}

@@ -58,3 +58,40 @@ def test_overrides_and_cli_error(tmp_path, capsys):
     assert "Unknown key 'optimiser'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="No config file"):
         load_config(Path(tmp_path) / "missing.yaml")
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"training": {"batch_size": True}}, r"training\.batch_size=True: expected an integer, got true or false"),
+    ({"training": {"learning_rate": "fast"}}, r"training\.learning_rate='fast': expected a number, got a string"),
+    ({"training": {"max_minutes": [1]}}, r"training\.max_minutes=\[1\]: expected a number or null, got a list"),
+    ({"data": {"modalities": "text"}}, r"data\.modalities='text': expected a list, got a string"),
+    ({"evaluation": {"split": 3}}, r"evaluation\.split=3: expected a string or null, got an integer"),
+    ({"model": {"fusion_type": "bilinear"}}, r"model: .*bilinear"),
+    ({"model": {"projection_dim": "wide"}}, r"model: .*projection_dim"),
+])
+def test_types_and_model_values_are_checked_when_read(values, message):
+    """Checked before any data is built: reading a config touches nothing else."""
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(values)
+
+
+def test_a_number_yaml_reads_as_a_string_is_converted(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  learning_rate: 1e-3\n")  # PyYAML: a string (YAML 1.1 needs "1.0e-3")
+    assert load_config(path).training.learning_rate == 1e-3
+
+
+@pytest.mark.parametrize("text, message", [
+    (b"training:\n  max_steps: [1, 2\n", r"bad\.yaml: line 3, column 1: "),
+    (b"training:\n\tmax_steps: 3\n", r"bad\.yaml: line 2, column 1: .*\(YAML indents with spaces, not tabs\)"),
+    (b"training:\n  output_dir: caf\xe9\n", r"bad\.yaml: not UTF-8 text \(byte \d+\); save the config as UTF-8"),
+    (b"- a\n- b\n", r"bad\.yaml: a config is a mapping of sections"),
+])
+def test_unreadable_yaml_is_one_line_with_file_line_and_column(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    assert cli_main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and err.startswith("xmodal train: ")

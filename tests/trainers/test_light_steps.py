@@ -61,7 +61,7 @@ def test_learning_rate_scales_group_each_tower_with_its_projection():
     from tests.modeling.tiny import tiny_config as tiny_model_config
 
     import xmodal
-    from xmodal.trainers.loop import learning_rate_part, parameter_groups
+    from xmodal.trainers.optim import learning_rate_part, parameter_groups
 
     model = xmodal.XModalForPreTraining(tiny_model_config())
     groups = parameter_groups(model, 0.1, learning_rate=2e-3, scales={"audio": 3.0})
@@ -78,9 +78,11 @@ def test_learning_rate_scales_group_each_tower_with_its_projection():
 
 
 def test_learning_rate_scales_are_checked(tmp_path):
-    for bad in ({"speech": 2.0}, {"audio": 0}, {"audio": "fast"}, ["audio"]):
+    for bad in ({"speech": 2.0}, {"audio": 0}, {"audio": "fast"}):
         with pytest.raises(ConfigError, match=r"learning_rate_scales=.*'text', 'image', 'audio', 'fusion', 'decoder'"):
             config_from_dict(tiny_config(tmp_path, training={"learning_rate_scales": bad}))
+    with pytest.raises(ConfigError, match=r"learning_rate_scales=\['audio'\]: expected a mapping, got a list"):
+        config_from_dict(tiny_config(tmp_path, training={"learning_rate_scales": ["audio"]}))
 
 
 def test_a_learning_rate_scale_scales_that_towers_update(tmp_path, tiny_scenes):

