@@ -16,8 +16,8 @@ from .speech import PITCH_RANGE, RATE_RANGE, TRAIN_VOICES
 
 SPLITS = ("train", "validation", "test", "test_novel")
 DATA_VERSION = 1  # bump when a change alters the output of an unchanged call
-DEFAULT_IMAGE_SIZE = 96
-DEFAULT_NUM_EMOJI = 100
+DEFAULT_IMAGE_SIZE = 64  # the defaults build what configs/default.yaml trains on
+DEFAULT_NUM_EMOJI = 20
 DEFAULT_SIZES = {"train": 10_000, "validation": 1_000, "test": 1_000, "test_novel": 1_000}
 NOVEL_PAIR_FRACTION = 0.1  # share of emoji pairs held out of train/validation/test
 

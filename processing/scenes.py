@@ -360,14 +360,14 @@ package versions (in `build_params.json`) give identical data: `{command}`
 # ---------------------------------------------------------------------------------------
 def add_data_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `xmodal data build` options to `parser`."""
-    parser.add_argument("--out", default="data/scenes",
-                        help="folder holding builds, one subfolder per parameter set (default: data/scenes, "
-                             "where training looks by default)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="data_cache/scenes",
+                        help="folder holding builds, one subfolder per parameter set (default: data_cache/scenes, "
+                             "the data.path of configs/default.yaml; with no options this builds its data)")
+    parser.add_argument("--seed", type=int, default=0, help="the build is a pure function of its options and this")
     parser.add_argument("--num-emoji", type=int, default=DEFAULT_NUM_EMOJI, help="distinct emoji to draw from")
     for split, size in DEFAULT_SIZES.items():
         parser.add_argument(f"--num-{split.replace('_', '-')}", type=int, default=size, help=f"{split} scenes")
-    parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
+    parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="side of the square images, px")
     parser.add_argument("--no-speech", action="store_true", help="skip the spoken captions")
     parser.add_argument("--audio-format", choices=AUDIO_FORMATS, default="wav",
                         help="how audio bytes are stored (flac: ~30%% smaller, slower to build)")

@@ -2,7 +2,7 @@
 
     xmodal train --config configs/default.yaml [--resume] [--num-processes N] [--lora] [--set training.max_steps=100]
     xmodal eval --model runs/default/model [--split test_novel]
-    xmodal data build --out data/scenes [--num-emoji 100 ...]
+    xmodal data build [--out data_cache/scenes --num-emoji 20 ...]   (no options: the data of configs/default.yaml)
     xmodal data export --format imagefolder|audiofolder|webdataset|parquet --out DIR [--data PATH] [--splits train,test]
     xmodal inspect
     xmodal demo [--model runs/default/model] [--port 7860] [--train-if-missing]
@@ -10,15 +10,14 @@
     xmodal export onnx --model DIR --out DIR [--opset 17]
 """
 
-import argparse
 import sys
+
+from xmodal_cli import top_level_parser
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="xmodal", description="Cross-modal models for the Hugging Face ecosystem.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    train = commands.add_parser("train", help="train (and evaluate) a model from a YAML config")
+    parser, commands = top_level_parser()
+    train = commands["train"]
     train.add_argument("--config", required=True, help="YAML file (see configs/)")
     train.add_argument("--resume", action="store_true", help="continue from the latest training state")
     train.add_argument("--num-processes", type=int, default=None,
@@ -32,16 +31,19 @@ def build_parser():
                        help="override a config value (repeatable), e.g. --set training.max_steps=100")
     train.set_defaults(handler=_train)
 
-    evaluate = commands.add_parser("eval", help="score a saved model: retrieval, matching, error rates, accuracy")
+    evaluate = commands["eval"]
     evaluate.add_argument("--model", required=True, help="checkpoint folder (e.g. runs/default/model)")
     evaluate.add_argument("--split", default=None, help="split to score (default: the config's evaluation.split)")
     evaluate.add_argument("--config", default=None, help="training config (default: DIR/training_config.yaml)")
     evaluate.add_argument("--data-path", default=None, help="overrides data.path")
-    evaluate.add_argument("--max-samples", type=int, default=None)
+    evaluate.add_argument("--data", default=None, metavar="CONFIG_OR_FOLDER",
+                          help="score on other data: a YAML config (its data section) or a folder (save_to_disk, "
+                               "or an image/audio folder with metadata.csv/jsonl)")
+    evaluate.add_argument("--max-samples", type=int, default=None, help="score the first N samples of the split")
     evaluate.add_argument("--output-dir", default=None, help="where eval_<split>.json/.md go (default: DIR)")
     evaluate.set_defaults(handler=_eval)
 
-    data = commands.add_parser("data", help="the built-in datasets")
+    data = commands["data"]
     data_commands = data.add_subparsers(dest="data_command", required=True)
     build = data_commands.add_parser("build", help="build (or reuse) the emoji-scene dataset")
     from xmodal.processing.scenes import add_data_arguments
@@ -64,17 +66,17 @@ def build_parser():
     export.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")
     export.set_defaults(handler=_data_export)
 
-    inspect = commands.add_parser("inspect", help="build the default model, save, reload, print sizes and a forward")
+    inspect = commands["inspect"]
     inspect.add_argument("--batch-size", type=int, default=8)
     inspect.set_defaults(handler=_inspect)
 
-    demo = commands.add_parser("demo", help="serve the Gradio demo (spaces_demo/app.py) on a checkpoint")
+    demo = commands["demo"]
     from .demo.command import add_demo_arguments
 
     add_demo_arguments(demo)
     demo.set_defaults(handler=_demo)
 
-    convert = commands.add_parser("convert", help="convert a model from another format into a transformers folder")
+    convert = commands["convert"]
     convert_commands = convert.add_subparsers(dest="convert_command", required=True)
     whisper_ct2 = convert_commands.add_parser(
         "whisper-ct2", help="a CTranslate2 Whisper model (model.bin) -> WhisperForConditionalGeneration")
@@ -86,7 +88,7 @@ def build_parser():
                              help="cut the encoder's 30-s audio window to this many seconds (e.g. 10)")
     whisper_ct2.set_defaults(handler=_convert_whisper_ct2)
 
-    export_parser = commands.add_parser("export", help="export a saved model for another runtime")
+    export_parser = commands["export"]
     export_commands = export_parser.add_subparsers(dest="export_command", required=True)
     onnx = export_commands.add_parser(
         "onnx", help="one ONNX graph per tower (inputs -> L2-normalised embedding) plus the processor, for onnxruntime")

@@ -26,7 +26,12 @@ TASKS = {
     "classification": ("XModalForSequenceClassification", "column"),
     "generation": ("XModalForConditionalGeneration", "target"),
 }
-DATASETS = ("scenes", "digits")
+DATASETS = ("scenes", "digits")  # built in
+# What a column means to a run (`data.columns`): the modalities, the class label, the decoder target.
+COLUMN_ROLES = (*MODALITY_NAMES, "label", "target")
+COLUMN_DEFAULTS = {"text": "caption", "image": "image", "audio": "audio", "label": None}  # target: the text column
+SPLIT_ROLES = ("train", "validation", "test")
+ON_ERROR = ("skip", "raise")
 PRECISIONS = ("auto", "bf16", "fp16", "no")
 
 
@@ -36,19 +41,23 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    """Which data, where it lives, and how it becomes model inputs."""
+    """Which data, where it lives, and how it becomes model inputs (sources: `xmodal.trainers.data.sources`).
 
-    name: str = "scenes"  # scenes | digits
-    path: str = "data/scenes"  # dataset folder (`save_to_disk` layout); built here when missing and `build`
+    Built in: `name: scenes | digits`, built into `path` when missing. Your own: `name: null` and `path` (a
+    `save_to_disk` folder, or the `data_dir` of `builder`), `builder` (`imagefolder`, `audiofolder`, `csv`,
+    `json`, `parquet`, `webdataset`, or a Hub dataset id) and/or `data_files`.
+    """
+
+    name: str | None = "scenes"  # scenes | digits, or null for your own data
+    path: str | None = "data_cache/scenes"
+    builder: str | None = None  # a `datasets.load_dataset` builder or Hub id, for your own data
+    data_files: str | list | dict | None = None  # `load_dataset(..., data_files=...)`, e.g. {train: train.csv}
+    columns: dict = field(default_factory=dict)  # role (COLUMN_ROLES) -> column; see `column`
+    splits: dict = field(default_factory=dict)  # train / validation / test -> the dataset's split names
+    on_error: str = "skip"  # a row that cannot be used: skip (and count it) | raise
     build: bool = True
     build_args: dict = field(default_factory=dict)  # keyword arguments of build_scene_dataset / build_digits_dataset
     modalities: list = field(default_factory=lambda: list(MODALITY_NAMES))
-    text_column: str = "caption"
-    target_column: str | None = "caption"  # decoder targets (captioning, transcription)
-    label_column: str | None = None  # `labels` for matching (0/1) and classification
-    train_split: str = "train"
-    eval_split: str = "validation"
-    test_split: str = "test"
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     max_text_length: int = 32
@@ -57,6 +66,16 @@ class DataConfig:
     audio_hop_length: int = 160  # samples between log-mel frames (160 = 10 ms at 16 kHz)
     tokenizer: str = "train"  # "train" (on the training captions), "default" (built-in), or a folder
     tokenizer_vocab_size: int = 1024
+
+    def column(self, role):
+        """The column holding `role`: `columns[role]`, else the default (`text`: caption, `image`: image,
+        `audio`: audio, `label`: none); the `target` (decoder text) defaults to the text column."""
+        if role in self.columns:
+            return self.columns[role]
+        return self.column("text") if role == "target" else COLUMN_DEFAULTS[role]
+
+    def resolved_columns(self):
+        return {role: self.column(role) for role in COLUMN_ROLES}
 
 
 # Parts with a learning rate of their own: a tower's projection goes with its tower.
@@ -259,8 +278,22 @@ def validate(config: RunConfig):
     if config.task not in TASKS:
         raise ConfigError(f"task={config.task!r} is not supported; choose one of {sorted(TASKS)}.")
     data, training = config.data, config.training
-    if data.name not in DATASETS:
-        raise ConfigError(f"data.name={data.name!r} is not supported; choose one of {list(DATASETS)}.")
+    if data.name is not None and data.name not in DATASETS:
+        raise ConfigError(f"data.name={data.name!r} is not built in; choose one of {list(DATASETS)}, or set "
+                          "data.name: null and data.path / data.builder for your own data.")
+    if data.name is None and not (data.path or data.builder or data.data_files):
+        raise ConfigError("data.name: null (your own data) needs data.path (a save_to_disk folder or a data "
+                          "folder), data.builder or data.data_files.")
+    if set(data.columns) - set(COLUMN_ROLES) or any(v is not None and not isinstance(v, str)
+                                                    for v in data.columns.values()):
+        raise ConfigError(f"data.columns={data.columns!r}: a mapping from roles {list(COLUMN_ROLES)} to "
+                          "column names, e.g. {text: sentence, image: img}.")
+    if set(data.splits) - set(SPLIT_ROLES) or any(v is not None and not isinstance(v, str)
+                                                  for v in data.splits.values()):
+        raise ConfigError(f"data.splits={data.splits!r}: a mapping from {list(SPLIT_ROLES)} to the dataset's "
+                          "split names (null: none), e.g. {validation: dev}.")
+    if data.on_error not in ON_ERROR:
+        raise ConfigError(f"data.on_error={data.on_error!r}; choose one of {list(ON_ERROR)}.")
     unknown = set(data.modalities) - set(MODALITY_NAMES)
     if unknown or not data.modalities:
         raise ConfigError(f"data.modalities={data.modalities!r}: choose a non-empty subset of {list(MODALITY_NAMES)}.")
@@ -290,8 +323,8 @@ def validate(config: RunConfig):
             isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in scales.values()):
         raise ConfigError(f"training.learning_rate_scales={scales!r}: a mapping from parts "
                           f"{list(LEARNING_RATE_PARTS)} to positive factors, e.g. {{audio: 3.0}}.")
-    if TASKS[config.task][1] == "column" and not data.label_column:
-        raise ConfigError(f"task={config.task!r} needs data.label_column (the column holding `labels`).")
+    if TASKS[config.task][1] == "column" and not data.column("label"):
+        raise ConfigError(f"task={config.task!r} needs data.columns.label (the column holding `labels`).")
     _check_model_section(config.model)
     _check_towers_section(config)
 

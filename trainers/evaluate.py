@@ -15,9 +15,18 @@ from pathlib import Path
 import torch
 from xmodal.modalities import modality_inputs
 
-from .config import ConfigError, RunConfig, load_config
-from .data import XModalDataCollator, encode_split, load_raw_dataset, select_split
-from .loading import load_head
+from .config import ConfigError, DataConfig, RunConfig, load_config
+from .data import (
+    XModalDataCollator,
+    base_dir,
+    check_columns,
+    encode_split,
+    encoded_cache_dir,
+    label_roles,
+    load_raw_dataset,
+    select_split,
+)
+from .loading import load_head, resolve_model_dir
 from .metrics import (
     caption_relevance,
     classification_accuracy,
@@ -63,12 +72,33 @@ def _relevance(dataset):
 
 @torch.no_grad()
 def embed_all(model, dataset, batch_size, collator):
-    """L2-normalised embeddings of every modality in the dataset, row i = sample i (`XModalModel.get_embeddings`)."""
+    """L2-normalised embeddings of every modality in the dataset, row i = sample i (`XModalModel.get_embeddings`).
+    With several captions per item the text rows are every caption (see `EncodedDataset.caption_rows`)."""
     embeds = {}
     for batch in _batches(dataset, list(range(len(dataset))), batch_size, collator):
         for modality, vectors in model.get_embeddings(**batch).items():
             embeds.setdefault(modality, []).append(vectors)
-    return {m: torch.cat(v) for m, v in embeds.items()}
+    embeds = {m: torch.cat(v) for m, v in embeds.items()}
+    if "text" in embeds and dataset.offsets is not None:
+        captions, owner = dataset.caption_rows()
+        rows = [{k: v[i] for k, v in captions.items()} for i in range(len(owner))]
+        embeds["text"] = torch.cat([model.get_embeddings(**collator(rows[s:s + batch_size]))["text"]
+                                    for s in range(0, len(rows), batch_size)])
+    return embeds
+
+
+def _owner_relevance(owner, count):
+    """Flickr30k / COCO: a caption query hits its own item; an item query hits any of its captions."""
+    describes = torch.nn.functional.one_hot(owner, count).bool()  # [caption, item]
+
+    def relevant(query, gallery):
+        if query == "text":
+            return describes
+        if gallery == "text":
+            return describes.t()
+        return torch.eye(count, dtype=torch.bool)
+
+    return relevant
 
 
 @torch.no_grad()
@@ -109,8 +139,9 @@ def generate_texts(model, dataset, source, count, batch_size, collator, tokenize
 
 
 @torch.no_grad()
-def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_samples=None):
-    """All metrics that apply to the checkpoint in `model_dir`; `config` defaults to its training_config.yaml."""
+def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_samples=None, data=None):
+    """All metrics that apply to the checkpoint in `model_dir`; `config` defaults to its training_config.yaml,
+    `data` (a `DataConfig`) to its data section."""
     import xmodal
     from xmodal.processing import XModalProcessor
 
@@ -120,26 +151,39 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
         config = load_config(config_file) if config_file.is_file() else RunConfig()
     if data_path is not None:
         config.data.path = str(data_path)
+    if data is not None:
+        config.data = data
     evaluation = config.evaluation
     split_name = split or evaluation.split
     max_samples = max_samples if max_samples is not None else evaluation.max_samples
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"No model at {model_dir}: expected config.json and model.safetensors "
                           "(a LoRA run keeps its merged model in <dir>/merged).")
-    processor = XModalProcessor.from_pretrained(model_dir)
+    try:
+        processor = XModalProcessor.from_pretrained(model_dir)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{model_dir}: no usable processor files ({str(error).splitlines()[0][:160]}); a "
+                          "checkpoint needs the processor saved beside the model (processor_config.json, the "
+                          "tokenizer files), as `xmodal train` writes it.") from None
     model_config = xmodal.XModalConfig.from_pretrained(model_dir)
     modalities = [m for m in config.data.modalities if m in model_config.modalities]
     raw = load_raw_dataset(config.data)
-    dataset = encode_split(select_split(raw, split_name, max_samples), processor, config.data, config.task,
-                           modalities, cache_dir=Path(config.data.path) / ".xmodal_cache")
+    split = select_split(raw, split_name, max_samples, config.data)
+    check_columns(split, split_name, config.data, (*modalities, *label_roles(config.task, config.data)))
+    dataset = encode_split(split, processor, config.data, config.task, modalities,
+                           cache_dir=encoded_cache_dir(config.data), base_dir=base_dir(config.data), name=split_name)
     collator = XModalDataCollator(processor, config.data, config.task, modalities)
     batch_size = evaluation.batch_size
-    metrics = {"split": split_name, "samples": len(dataset)}
+    metrics = {"split": split_name, "samples": len(dataset), "skipped_rows": dict(dataset.skipped)}
 
     if len(modalities) > 1 and config.task in ("pretraining", "contrastive"):  # the heads that train the space
         model = _load_part(xmodal.XModalModel, model_dir)
         embeds = embed_all(model, dataset, batch_size, collator)
-        metrics.update(retrieval_metrics(embeds, ks=tuple(evaluation.recall_at), relevant=_relevance(dataset)))
+        if dataset.offsets is not None:
+            relevant = _owner_relevance(dataset.caption_rows()[1], len(dataset))
+            metrics.update(retrieval_metrics(embeds, ks=tuple(evaluation.recall_at), relevant=relevant, exact=False))
+        else:
+            metrics.update(retrieval_metrics(embeds, ks=tuple(evaluation.recall_at), relevant=_relevance(dataset)))
         del model
 
     if _weights_have(model_dir, "itm_head") and len(modalities) > 1:
@@ -195,10 +239,37 @@ def write_metrics(metrics, folder, name):
     return folder / f"{name}.json"
 
 
+def data_from(path, modalities):
+    """`xmodal eval --data`: the data section of a YAML config, or a folder read as `save_to_disk` output or
+    as an image / audio folder (a metadata file beside the files), with the modalities it has columns for."""
+    path = Path(path)
+    if path.suffix in (".yaml", ".yml"):
+        return load_config(path).data
+    if not path.is_dir():
+        raise ConfigError(f"--data {str(path)!r}: give a YAML config or a data folder.")
+    data = DataConfig(name=None, path=str(path), modalities=list(modalities))
+    if not ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+        audio = any(p.suffix.lower() in (".wav", ".flac") for p in path.rglob("*") if p.is_file())
+        data.builder = "audiofolder" if audio and not any(p.suffix.lower() in (".png", ".jpg", ".jpeg")
+                                                          for p in path.rglob("*")) else "imagefolder"
+    columns = next(iter(load_raw_dataset(data).values())).column_names
+    data.modalities = [m for m in modalities if data.column(m) in columns] or list(modalities)
+    return data
+
+
 def main(args):
     config = load_config(args.config) if args.config else None
+    data = None
+    if args.data:
+        import xmodal
+
+        try:
+            modalities = xmodal.XModalConfig.from_pretrained(resolve_model_dir(args.model)).modalities
+        except FileNotFoundError as error:
+            raise ConfigError(str(error)) from None
+        data = data_from(args.data, modalities)
     metrics = evaluate_checkpoint(args.model, config=config, split=args.split, data_path=args.data_path,
-                                  max_samples=args.max_samples)
+                                  max_samples=args.max_samples, data=data)
     output = Path(args.output_dir or args.model)
     print_metrics(metrics, title=f"{args.model} on {metrics['split']}")  # first: a failed write loses nothing
     written = write_metrics(metrics, output, "eval_" + metrics["split"])

@@ -20,7 +20,8 @@ DATA_CREDITS = """\
 - Handwritten digits are scikit-learn's copy of the UCI ML hand-written digits data (CC BY 4.0)."""
 
 
-def finish(model, processor, config, progress, train_seconds, command, state_dict=None, peak_rss_mib=None):
+def finish(model, processor, config, progress, train_seconds, command, state_dict=None, peak_rss_mib=None,
+           skipped_rows=None):
     """Writes `<output_dir>/model` (weights, config, processor, card, curve, metrics) atomically; evaluates it."""
     output_dir = Path(config.training.output_dir)
     target = output_dir / "model"
@@ -46,6 +47,7 @@ def finish(model, processor, config, progress, train_seconds, command, state_dic
                 metrics.update({f"{split}/{k}": v for k, v in extra.items() if k != "split"})
         if metrics:
             metrics["train_seconds"] = round(train_seconds, 3)  # seconds to the millisecond: a tiny run is not 0
+            metrics["train_skipped_rows"] = dict(skipped_rows or {})  # "<split>/<reason>": rows left out
             if peak_rss_mib is not None:
                 metrics["train_peak_rss_mib"] = peak_rss_mib
         plot_training_curve(progress.history, staging / "training_curve.png")

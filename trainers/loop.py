@@ -22,13 +22,18 @@ from .config import TASKS, save_config
 from .data import (
     EpochShuffleSampler,
     XModalDataCollator,
+    base_dir,
+    check_columns,
     configure_tokens,
     encode_split,
+    encoded_cache_dir,
     forward_argument_names,
+    label_roles,
     load_raw_dataset,
     make_processor,
     make_tokenizer,
     select_split,
+    validation_split_name,
 )
 from .export import finish
 from .optim import parameter_groups, warmup_cosine, within_budget
@@ -112,6 +117,11 @@ class PreparedData:
     eval: object
     collator: object
 
+    def skipped_rows(self):
+        """{"<split>/<reason>": rows} left out of the encoded splits (see `data.on_error`)."""
+        return {f"{name}/{reason}": count for name, split in (("train", self.train), ("validation", self.eval))
+                if split is not None for reason, count in split.skipped.items()}
+
 
 def prepare_data(config, accelerator, processor_dir, resume=False):
     """Dataset -> tokenizer/processor -> encoded splits. The main process makes the processor and saves it;
@@ -120,13 +130,17 @@ def prepare_data(config, accelerator, processor_dir, resume=False):
 
     data = config.data
     raw = load_raw_dataset(data)
+    train_split = select_split(raw, "train", data.max_train_samples, data)
+    validation_name = validation_split_name(raw, data)
+    roles = (*data.modalities, *label_roles(config.task, data))
+    check_columns(train_split, "train", data, roles)
     saved = (Path(processor_dir) / "processor_config.json").is_file()
     if config.training.pretrained:
         processor = XModalProcessor.from_pretrained(config.training.pretrained)
     elif saved and (resume or not accelerator.is_main_process):
         processor = XModalProcessor.from_pretrained(processor_dir)
     else:
-        tokenizer = make_tokenizer(data, select_split(raw, data.train_split))
+        tokenizer = make_tokenizer(data, select_split(raw, "train", data_config=data))
         from xmodal import XModalConfig
 
         model_config = XModalConfig(**configure_tokens(config.model, tokenizer, data))
@@ -134,14 +148,16 @@ def prepare_data(config, accelerator, processor_dir, resume=False):
         if accelerator.is_main_process:
             with checkpointing.atomic_folder(processor_dir) as staging:
                 processor.save_pretrained(staging)
-    cache = Path(data.path) / ".xmodal_cache"
+    cache, base = encoded_cache_dir(data), base_dir(data)
     report = _encoding_report(accelerator)
-    train = encode_split(select_split(raw, data.train_split, data.max_train_samples), processor, data, config.task,
-                         data.modalities, cache, progress=report("train"))
+    train = encode_split(train_split, processor, data, config.task, data.modalities, cache, progress=report("train"),
+                         base_dir=base, name="train")
     evaluation = None
-    if data.eval_split:
-        evaluation = encode_split(select_split(raw, data.eval_split, data.max_eval_samples), processor, data,
-                                  config.task, data.modalities, cache, progress=report(data.eval_split))
+    if validation_name is not None:
+        split = select_split(raw, "validation", data.max_eval_samples, data)
+        check_columns(split, validation_name, data, roles)
+        evaluation = encode_split(split, processor, data, config.task, data.modalities, cache, base_dir=base,
+                                  progress=report(validation_name), name=validation_name)
     collator = XModalDataCollator(processor, data, config.task, data.modalities,
                                   forward_names=forward_argument_names(model_class(config.task)))
     return PreparedData(processor.tokenizer, processor, train, evaluation, collator)
@@ -264,6 +280,10 @@ def train(config, resume=False, command=None):
     if accelerator.is_main_process:
         save_config(config, output_dir / "training_config.yaml")
     accelerator.init_trackers("xmodal", config=_flat_hparams(config))
+    skipped = data.skipped_rows()
+    if skipped:  # never silently: the log, TensorBoard and metrics.json all say how many rows were left out
+        accelerator.print("Rows left out (data.on_error: skip): " + ", ".join(f"{k}: {v}" for k, v in skipped.items()))
+        accelerator.log({f"data/skipped/{key}": count for key, count in skipped.items()}, step=0)
 
     bar = _progress_bar(accelerator, training, progress.step)
     window = LossWindow()
@@ -279,6 +299,7 @@ def train(config, resume=False, command=None):
         # (and the skipping loader) must see the epoch of the batches it continues with.
         loader.set_epoch(epoch)
         sampler.set_epoch(epoch)
+        data.train.set_epoch(epoch)  # which caption an item with several reads this epoch
         for batch in loader:
             with accelerator.accumulate(model):
                 outputs = model(**light_step(batch, progress.step, training))
@@ -328,7 +349,7 @@ def train(config, resume=False, command=None):
     metrics = {}
     if accelerator.is_main_process:
         metrics = finish(accelerator.unwrap_model(model), data.processor, config, progress, train_seconds, command,
-                         state_dict=state_dict, peak_rss_mib=peak_rss_mib)
+                         state_dict=state_dict, peak_rss_mib=peak_rss_mib, skipped_rows=skipped)
     accelerator.wait_for_everyone()
     del model, optimizer, scheduler
     end_training(accelerator)

@@ -48,7 +48,7 @@ def caption_relevance(captions, true_captions):
     return relevant
 
 
-def retrieval_metrics(embeds, ks=(1, 5, 10), relevant=None):
+def retrieval_metrics(embeds, ks=(1, 5, 10), relevant=None, exact=True):
     """Recall@k in both directions for every pair of modalities in `embeds` (L2-normalised, row i = sample i).
 
     With `relevant` (from `caption_relevance`) a retrieved item counts when its caption fits the
@@ -64,7 +64,7 @@ def retrieval_metrics(embeds, ks=(1, 5, 10), relevant=None):
             mask = relevant(query, gallery) if relevant is not None else None
             for k, value in recall_at_k(matrix, ks, mask).items():
                 metrics[f"{name}_R@{k}"] = value
-            if relevant is not None:
+            if relevant is not None and exact:
                 metrics[f"{name}_R@1_exact"] = recall_at_k(matrix, (1,))[1]
     return metrics
 

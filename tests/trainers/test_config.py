@@ -42,7 +42,7 @@ def test_unknown_key_lists_valid_keys(values, where, valid):
     ({"training": {"max_steps": 0}}, "training.max_steps"),
     ({"training": {"mixed_precision": "fp64"}}, "training.mixed_precision"),
     ({"data": {"modalities": ["smell"]}}, "data.modalities"),
-    ({"task": "matching"}, "data.label_column"),
+    ({"task": "matching"}, "data.columns.label"),
 ])
 def test_bad_values_name_the_field(values, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):

@@ -15,7 +15,7 @@ from xmodal.trainers.hf_trainer import build_trainer
 
 from .helpers import REPO, TINY_MODEL
 
-DATA = DataConfig(modalities=["text", "image"], label_column="match", target_column=None,
+DATA = DataConfig(modalities=["text", "image"], columns={"label": "match"},
                   tokenizer_vocab_size=200, max_text_length=24)
 
 

@@ -19,7 +19,7 @@ def main(folder):
     model = xmodal.XModalForMatching.from_pretrained(folder / "model")
     processor = XModalProcessor.from_pretrained(folder / "model")
     rows = torch.load(folder / "rows.pt", weights_only=False)
-    data = DataConfig(modalities=["text", "image"], label_column="match", target_column=None)
+    data = DataConfig(modalities=["text", "image"], columns={"label": "match"})
     trainer = build_trainer(model, processor, "matching", rows, data_config=data, output_dir=str(folder / "out"),
                             per_device_train_batch_size=4, max_steps=1, learning_rate=0.0, logging_steps=1,
                             save_strategy="no", seed=0, dataloader_drop_last=True)

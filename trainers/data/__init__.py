@@ -1,10 +1,11 @@
-"""A run's data: where it comes from (`sources`), the tokenizer and processor (`processors`), encoded
-splits (`encoding`) and batches (`collator`). The collator takes encoded rows or raw dataset rows (a
+"""A run's data: where it comes from (`sources`), each row made ready or counted out (`rows`), the tokenizer
+and processor (`processors`), encoded splits (`encoding`), batches (`collator`), and the built-in scenes
+written in the layouts `datasets` reads (`export`). The collator takes encoded rows or raw dataset rows (a
 `PIL` image, a caption, audio bytes) and emits exactly the model's `forward` argument names, so
 `transformers.Trainer` can use it unchanged."""
 
 from .collator import EpochShuffleSampler, XModalDataCollator
-from .encoding import EncodedDataset, encode_rows, encode_split, target_labels
+from .encoding import EncodedDataset, encode_rows, encode_split, label_roles, target_labels
 from .errors import DataError
 from .processors import (
     configure_tokens,
@@ -13,8 +14,18 @@ from .processors import (
     make_tokenizer,
     whisper_feature_extractor,
 )
-from .sources import UNSEEN_VOICE_SUFFIX, load_raw_dataset, select_split
+from .rows import SKIP_REASONS, RowError
+from .sources import (
+    UNSEEN_VOICE_SUFFIX,
+    base_dir,
+    check_columns,
+    encoded_cache_dir,
+    load_raw_dataset,
+    select_split,
+    validation_split_name,
+)
 
-__all__ = ["DataError", "EncodedDataset", "EpochShuffleSampler", "UNSEEN_VOICE_SUFFIX", "XModalDataCollator",
-           "configure_tokens", "encode_rows", "encode_split", "forward_argument_names", "load_raw_dataset",
-           "make_processor", "make_tokenizer", "select_split", "target_labels", "whisper_feature_extractor"]
+__all__ = ["DataError", "EncodedDataset", "EpochShuffleSampler", "RowError", "SKIP_REASONS", "UNSEEN_VOICE_SUFFIX",
+           "XModalDataCollator", "base_dir", "check_columns", "configure_tokens", "encode_rows", "encode_split",
+           "encoded_cache_dir", "forward_argument_names", "label_roles", "load_raw_dataset", "make_processor",
+           "make_tokenizer", "select_split", "target_labels", "validation_split_name", "whisper_feature_extractor"]

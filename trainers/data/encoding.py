@@ -1,20 +1,31 @@
 """Raw rows to model inputs: each split encoded once (images to pixels, speech to log-mel frames, text to
 ids) into tensors, stored as float16 and cached next to the dataset, so a 2-core machine spends its time
-on the model."""
+on the model.
+
+Every row is first made ready by `rows.prepare_row` (images and audio decoded from whatever the source
+holds); a row that cannot be used is skipped and counted by reason (`data.on_error: skip`) or stops the
+run naming the row (`raise`). A text column may hold several captions per item (Flickr30k / COCO): all
+are encoded, training reads one per item, drawn anew each epoch, and retrieval scores every caption.
+"""
 
 import hashlib
 import json
 import os
+import random
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import torch
 
 from ..config import TASKS
+from .errors import DataError
+from .rows import RowError, prepare_row
 
 ENCODED_KEYS = ("input_ids", "attention_mask", "pixel_values", "input_features", "feature_attention_mask", "labels")
-CACHE_VERSION = 1
+CAPTION_KEYS = ("input_ids", "attention_mask")  # one row per caption when items have several
+CACHE_VERSION = 2
 
 
 def target_labels(processor, texts, max_length):
@@ -22,53 +33,87 @@ def target_labels(processor, texts, max_length):
     return processor(text_target=list(texts), max_length=max_length, return_tensors="pt")["labels"]
 
 
-def _audio_value(value):
-    """Audio as the feature extractor takes it: bytes, a path, or a {"array", "sampling_rate"} dict."""
-    if isinstance(value, dict) and value.get("bytes") is not None:
-        return value["bytes"]
-    if isinstance(value, dict) and "array" not in value and value.get("path"):
-        return value["path"]
-    return value
+def label_roles(task, data_config):
+    """The roles besides the modalities a task reads: the decoder target or the label column."""
+    kind = TASKS[task][1]
+    if kind == "target" and data_config.column("target"):
+        return ("target",)
+    return ("label",) if kind == "column" else ()
 
 
-def encode_rows(rows, processor, data_config, task, modalities):
-    """Raw rows (a list of dicts) -> model inputs as tensors."""
+def encode_prepared(prepared, processor, data_config, task, modalities):
+    """Rows made ready by `prepare_row` -> model inputs as tensors. With several captions per item the
+    caption tensors have one row per caption, and `caption_owner` says whose each is."""
     batch = {}
     if "text" in modalities:
-        texts = [row[data_config.text_column] for row in rows]
+        texts = [p["text"] for p in prepared]
+        if any(isinstance(t, list) for t in texts):
+            owners = [i for i, t in enumerate(texts) for _ in (t if isinstance(t, list) else [t])]
+            texts = [c for t in texts for c in (t if isinstance(t, list) else [t])]
+            batch["caption_owner"] = torch.tensor(owners)
         batch.update(processor.tokenizer(texts, padding="longest", truncation=True,
                                          max_length=data_config.max_text_length, return_tensors="pt"))
         batch.pop("token_type_ids", None)
     if "image" in modalities:
-        batch.update(processor.image_processor([row["image"] for row in rows], return_tensors="pt"))
+        batch.update(processor.image_processor([p["image"] for p in prepared], return_tensors="pt"))
     if "audio" in modalities:
-        audio = [_audio_value(row["audio"]) for row in rows]
-        rates = {row.get("sampling_rate") for row in rows}
-        rate = rates.pop() if len(rates) == 1 else None
-        kwargs = {"sampling_rate": rate} if rate and not isinstance(audio[0], (bytes, str, dict)) else {}
-        batch.update(processor.feature_extractor(audio, return_tensors="pt", **kwargs))
-    kind = TASKS[task][1]
-    if kind == "target" and data_config.target_column:
-        batch["labels"] = target_labels(processor, [row[data_config.target_column] for row in rows],
-                                        data_config.max_target_length)
-    elif kind == "column":
-        batch["labels"] = torch.tensor([row[data_config.label_column] for row in rows])
+        batch.update(processor.feature_extractor([p["audio"] for p in prepared], return_tensors="pt"))
+    if "target" in label_roles(task, data_config):
+        targets = [p["target"] if isinstance(p["target"], str) else p["target"][0] for p in prepared]
+        batch["labels"] = target_labels(processor, targets, data_config.max_target_length)
+    elif "label" in label_roles(task, data_config):
+        batch["labels"] = torch.tensor([p["label"] for p in prepared])
     return batch
 
 
-class EncodedDataset(torch.utils.data.Dataset):
-    """Encoded tensors (rows padded to the split's longest) plus plain metadata columns."""
+def encode_rows(rows, processor, data_config, task, modalities, base_dir=None):
+    """Raw rows (a list of dicts) -> model inputs; a row that cannot be used is a `DataError` naming it."""
+    prepared = []
+    for index, row in enumerate(rows):
+        try:
+            prepared.append(prepare_row(row, data_config.resolved_columns(), modalities,
+                                        label_roles(task, data_config), base_dir))
+        except RowError as error:
+            raise DataError(f"Row {index} of the batch cannot be used: {error}.") from None
+    return encode_prepared(prepared, processor, data_config, task, modalities)
 
-    def __init__(self, tensors, metadata=None):
+
+class EncodedDataset(torch.utils.data.Dataset):
+    """Encoded tensors (rows padded to the split's longest) plus plain metadata columns and the count of
+    skipped rows per reason. With several captions per item, `caption_offsets` (items + 1) indexes the
+    caption rows, and item i reads caption `offsets[i] + draw` where the draw depends only on (item, epoch)."""
+
+    def __init__(self, tensors, metadata=None, skipped=None):
         self.tensors = tensors
         self.metadata = metadata or {}
-        self.length = len(next(iter(tensors.values())))
+        self.skipped = dict(skipped or {})
+        self.offsets = tensors.get("caption_offsets")
+        self.length = len(self.offsets) - 1 if self.offsets is not None else len(next(iter(tensors.values())))
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
 
     def __len__(self):
         return self.length
 
+    def caption_index(self, index):
+        start, end = int(self.offsets[index]), int(self.offsets[index + 1])
+        return start + random.Random(self.epoch * 1_000_003 + index).randrange(end - start)
+
     def __getitem__(self, index):
-        return {key: value[index] for key, value in self.tensors.items()}
+        if self.offsets is None:
+            return {key: value[index] for key, value in self.tensors.items()}
+        caption = self.caption_index(index)
+        return {key: value[caption if key in CAPTION_KEYS else index] for key, value in self.tensors.items()
+                if key in ENCODED_KEYS}
+
+    def caption_rows(self):
+        """(every caption's tensors, the item each belongs to): what retrieval scores, one query per caption."""
+        owner = self.tensors.get("caption_owner")
+        if owner is None:
+            return {k: self.tensors[k] for k in CAPTION_KEYS if k in self.tensors}, torch.arange(self.length)
+        return {k: self.tensors[k] for k in CAPTION_KEYS}, owner
 
 
 def _pad_to(tensor, length, value):
@@ -82,47 +127,78 @@ def _pad_value(key, tokenizer):
     return {"labels": -100, "input_ids": tokenizer.pad_token_id or 0}.get(key, 0)
 
 
-def encode_split(split, processor, data_config, task, modalities, cache_dir=None, chunk_size=256, progress=None):
-    """Encodes a whole split (in chunks), storing pixels and log-mels as float16 to halve memory; cached on disk."""
+def encode_split(split, processor, data_config, task, modalities, cache_dir=None, chunk_size=256, progress=None,
+                 base_dir=None, name="split"):
+    """Encodes a whole split (in chunks), storing pixels and log-mels as float16 to halve memory; cached on disk.
+    Rows that cannot be used are skipped and counted (`EncodedDataset.skipped`), or raise (`data.on_error`)."""
     cache_file = None
     if cache_dir is not None:
         key = _cache_key(split, processor, data_config, task, modalities)
         cache_file = Path(cache_dir) / f"{key}.pt"
         if cache_file.is_file():
             return EncodedDataset(**torch.load(cache_file, weights_only=True))
-    chunks, truncated = [], []
+    columns, roles = data_config.resolved_columns(), label_roles(task, data_config)
+    chunks, truncated, kept, skipped = [], [], [], Counter()
     for start in range(0, len(split), chunk_size):
         rows = split.select(range(start, min(start + chunk_size, len(split))))
         rows = [dict(zip(rows.column_names, values)) for values in zip(*(rows[c] for c in rows.column_names))]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            encoded = encode_rows(rows, processor, data_config, task, modalities)
-        truncated += [w for w in caught if "Truncated" in str(w.message)]
-        for name in ("pixel_values", "input_features"):
-            if name in encoded:
-                encoded[name] = encoded[name].to(torch.float16)
-        chunks.append(encoded)
+        prepared = []
+        for offset, row in enumerate(rows):
+            try:
+                prepared.append(prepare_row(row, columns, modalities, roles, base_dir))
+                kept.append(start + offset)
+            except RowError as error:
+                if data_config.on_error == "raise":
+                    raise DataError(f"Row {start + offset} of the {name!r} split cannot be used: {error} "
+                                    "(data.on_error: skip leaves such rows out and counts them).") from None
+                skipped[error.reason] += 1
+        if prepared:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                encoded = encode_prepared(prepared, processor, data_config, task, modalities)
+            truncated += [w for w in caught if "Truncated" in str(w.message)]
+            for key in ("pixel_values", "input_features"):
+                if key in encoded:
+                    encoded[key] = encoded[key].to(torch.float16)
+            if "caption_owner" in encoded:  # owners within the chunk -> within the split
+                encoded["caption_owner"] += len(kept) - len(prepared)
+            chunks.append(encoded)
         if progress is not None:
             progress(min(start + chunk_size, len(split)), len(split))
+    if skipped:
+        print(f"  {name}: skipped {sum(skipped.values())} of {len(split)} rows ("
+              + ", ".join(f"{reason}: {count}" for reason, count in sorted(skipped.items())) + ")", file=sys.stderr)
+    if not chunks:
+        raise DataError(f"No usable row in the {name!r} split: all {len(split)} were skipped "
+                        f"({dict(skipped)}).")
     if truncated:
         print(f"  note: some clips in {len(truncated)} chunk(s) were longer than data.max_audio_seconds="
               f"{data_config.max_audio_seconds} and were truncated", file=sys.stderr)
+    tensors = _concatenate(chunks, processor.tokenizer)
+    metadata = {c: [split[c][i] for i in kept] if len(kept) < len(split) else list(split[c])
+                for c in ("scene_id", "caption", "captions", "label", "match", "voice") if c in split.column_names}
+    skipped = dict(sorted(skipped.items()))
+    dataset = EncodedDataset(tensors, metadata, skipped)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache_file.with_suffix(f".tmp-{os.getpid()}")
+        torch.save({"tensors": tensors, "metadata": metadata, "skipped": skipped}, partial)
+        os.replace(partial, cache_file)
+    return dataset
+
+
+def _concatenate(chunks, tokenizer):
     tensors = {}
     for key in chunks[0]:
         parts = [c[key] for c in chunks]
         if parts[0].dim() > 1 and key != "pixel_values":
             longest = max(p.shape[-1] for p in parts)
-            parts = [_pad_to(p, longest, _pad_value(key, processor.tokenizer)) for p in parts]
+            parts = [_pad_to(p, longest, _pad_value(key, tokenizer)) for p in parts]
         tensors[key] = torch.cat(parts)
-    metadata = {c: list(split[c]) for c in ("scene_id", "caption", "captions", "label", "match", "voice")
-                if c in split.column_names}
-    dataset = EncodedDataset(tensors, metadata)
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache_file.with_suffix(f".tmp-{os.getpid()}")
-        torch.save({"tensors": tensors, "metadata": metadata}, partial)
-        os.replace(partial, cache_file)
-    return dataset
+    if "caption_owner" in tensors:
+        counts = torch.bincount(tensors["caption_owner"])
+        tensors["caption_offsets"] = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+    return tensors
 
 
 def _cache_key(split, processor, data_config, task, modalities):
@@ -134,8 +210,8 @@ def _cache_key(split, processor, data_config, task, modalities):
         "image": processor.image_processor.to_dict() if "image" in modalities else None,
         "audio": processor.feature_extractor.to_dict() if "audio" in modalities else None,
         "vocab": hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest(),
-        "data": {k: getattr(data_config, k) for k in ("text_column", "target_column", "label_column",
-                                                      "max_text_length", "max_target_length")},
+        "data": {"columns": data_config.resolved_columns(), "on_error": data_config.on_error,
+                 **{k: getattr(data_config, k) for k in ("max_text_length", "max_target_length")}},
         "labels": TASKS[task][1],
         "modalities": sorted(modalities),
     }
@@ -143,6 +219,3 @@ def _cache_key(split, processor, data_config, task, modalities):
         target = processor.target_tokenizer.get_vocab()
         parts["target_vocab"] = hashlib.sha256(json.dumps(sorted(target.items())).encode()).hexdigest()
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-# ----------------------------------------------------------------------------- batching

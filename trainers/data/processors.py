@@ -17,7 +17,8 @@ def make_tokenizer(data_config, train_split=None):
     if choice == "train":
         if train_split is None:
             raise DataError("data.tokenizer: train needs the training split.")
-        texts = list(train_split[data_config.text_column])
+        texts = [t for value in train_split[data_config.column("text")]
+                 for t in (value if isinstance(value, list) else [value]) if isinstance(t, str)]
         if "captions" in train_split.column_names:
             texts += [c for captions in train_split["captions"] for c in captions]
         return train_tokenizer(texts, vocab_size=data_config.tokenizer_vocab_size,

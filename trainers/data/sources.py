@@ -1,15 +1,55 @@
-"""Where a run's data comes from: the built-in datasets (built when missing), and split selection."""
+"""Where a run's data comes from: a built-in dataset, or the user's own through `datasets`.
 
+One `data` section names the source:
+
+- `name: scenes | digits`: the built-in data, built into `path` when missing (`build: true`);
+- `name: null`, `path: DIR`: a folder written by `save_to_disk` (a `Dataset` or a `DatasetDict`);
+- `name: null`, `builder: B`: `load_dataset(B, data_dir=path, data_files=data_files)`, where B is a builder
+  that `datasets` ships (`imagefolder`, `csv`, `json`, `parquet`, `webdataset`, ...), `audiofolder`, or a
+  Hub dataset id (read from the local cache when offline).
+
+`columns` maps the roles (`text`, `image`, `audio`, `label`, `target`) to the dataset's columns (a dotted
+name reaches into a struct, e.g. `json.caption` in WebDataset shards) and `splits` maps `train`,
+`validation` and `test` to its split names. Images and audio stay as the source holds them (paths, bytes,
+arrays); `rows.py` decodes them when the split is encoded.
+"""
+
+import json
 import os
 import shutil
+import tarfile
 import tempfile
 from pathlib import Path
 
 from .errors import DataError
 
+BUILT_IN = ("scenes", "digits")
+IMAGE_SUFFIXES = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
+AUDIO_SUFFIXES = ("wav", "flac", "mp3", "ogg", "opus")
+METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.json")
+
 
 def load_raw_dataset(data_config):
-    """The configured dataset as a `DatasetDict`; builds it first when it is missing and `build` is set."""
+    """The configured dataset as a `DatasetDict` (built-in ones are built first when missing)."""
+    if data_config.name is not None:
+        dataset = _load_built_in(data_config)
+    else:
+        dataset = _load_own(data_config)
+    if not len(dataset):
+        raise DataError(f"The dataset at {_where(data_config)} has no splits.")
+    if any("." in column for column in data_config.columns.values() if column):
+        dataset = dataset.flatten()  # struct fields become `parent.child` columns
+    return dataset
+
+
+def _where(data):
+    if data.builder:
+        return f"data.builder={data.builder!r}" + (f" (data_dir {data.path!r})" if data.path else "")
+    return f"data.path={data.path!r}"
+
+
+# ----------------------------------------------------------------------------- built in
+def _load_built_in(data_config):
     from datasets import DatasetDict, load_from_disk
 
     path = Path(data_config.path)
@@ -54,17 +94,167 @@ def _atomic_build(path, write):
         shutil.rmtree(staging, ignore_errors=True)
 
 
+# ----------------------------------------------------------------------------- your own data
+def _load_own(data):
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    if data.builder is None:
+        path = Path(data.path or "")
+        if not _is_saved_dataset(path):
+            raise DataError(f"data.path={data.path!r}: no dataset saved with `save_to_disk` there (no "
+                            "dataset_dict.json or state.json). To read files, set data.builder (imagefolder, "
+                            "audiofolder, csv, json, parquet, webdataset, or a Hub dataset id).")
+        loaded = load_from_disk(str(path))
+    elif data.builder == "audiofolder":
+        loaded = _load_audiofolder(data)
+    else:
+        loaded = _load_with_builder(data)
+    return DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
+
+
+def base_dir(data):
+    """The folder that relative file paths in the data are read from: `data.path`, else the folder of the
+    first data file."""
+    if data.path:
+        return Path(data.path)
+    files = data.data_files
+    first = files if isinstance(files, str) else (next(iter(files.values())) if isinstance(files, dict)
+                                                  else (files or [None])[0])
+    if isinstance(first, list):
+        first = first[0] if first else None
+    return Path(first).parent if first else None
+
+
+def _load_with_builder(data):
+    from datasets import load_dataset
+
+    kwargs = {}
+    if data.path:
+        if not Path(data.path).is_dir():
+            raise DataError(f"data.path={data.path!r} is not a folder (the data_dir of data.builder="
+                            f"{data.builder!r}).")
+        kwargs["data_dir"] = data.path
+    if data.data_files is not None:
+        kwargs["data_files"] = data.data_files
+    if data.builder == "webdataset":
+        kwargs["features"] = webdataset_features(_shards(data))
+    try:
+        return load_dataset(data.builder, **kwargs)
+    except FileNotFoundError as error:
+        raise DataError(f"{_where(data)}: {_first_line(error)}") from None
+    except (ConnectionError, OSError) as error:  # a Hub id that is not in the local cache, offline
+        raise DataError(f"{_where(data)}: could not load it ({_first_line(error)}). A Hub dataset loads from "
+                        "the local cache when the machine is offline: download it once where there is a "
+                        "network (or give a local folder).") from None
+    except ValueError as error:
+        raise DataError(f"{_where(data)}: {_first_line(error)}") from None
+
+
+def _first_line(error):
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _shards(data):
+    """The WebDataset tar files named by `data_files` (or every tar under `path`)."""
+    files = data.data_files
+    if files is None:
+        return sorted(str(p) for p in Path(data.path or ".").rglob("*.tar"))
+    listed = [files] if isinstance(files, str) else (
+        [f for v in files.values() for f in ([v] if isinstance(v, str) else v)] if isinstance(files, dict) else files)
+    found = []
+    for pattern in listed:
+        base = Path(data.path) if data.path and not Path(pattern).is_absolute() else Path()
+        found += sorted(str(p) for p in base.glob(pattern)) if any(c in pattern for c in "*?[") else [
+            str(base / pattern)]
+    return found
+
+
+def webdataset_features(shards):
+    """`features=` for WebDataset shards, from the members of their first sample: images stay `Image()`,
+    audio stays raw bytes (`datasets.Audio` needs torchcodec even to pass bytes through), JSON members
+    keep the fields of the first one."""
+    from datasets import Dataset, Features, Image, Value
+
+    if not shards:
+        raise DataError("data.builder=webdataset: no .tar shards found (set data.data_files, e.g. "
+                        "{train: 'train-*.tar'}).")
+    try:
+        with tarfile.open(shards[0]) as tar:
+            members = [m for m in tar.getmembers() if m.isfile()]
+            if not members:
+                raise DataError(f"{shards[0]}: the shard is empty.")
+            key = members[0].name.split(".", 1)[0]
+            sample = {m.name.split(".", 1)[1]: m for m in members if m.name.split(".", 1)[0] == key}
+            features = {"__key__": Value("string"), "__url__": Value("string")}
+            for suffix, member in sample.items():
+                last = suffix.rsplit(".", 1)[-1].lower()
+                if last in IMAGE_SUFFIXES:
+                    features[suffix] = Image()
+                elif last in AUDIO_SUFFIXES:
+                    features[suffix] = Value("binary")
+                elif last == "json":
+                    record = json.loads(tar.extractfile(member).read())
+                    features[suffix] = Dataset.from_list([record]).features
+                elif last == "cls":
+                    features[suffix] = Value("int64")
+                else:
+                    features[suffix] = Value("string")
+    except (tarfile.TarError, OSError, ValueError) as error:
+        raise DataError(f"{shards[0]}: not a readable WebDataset shard ({_first_line(error)}).") from None
+    return Features(features)
+
+
+def _load_audiofolder(data):
+    """An audiofolder (`<split>/metadata.jsonl|csv` with a `file_name` column beside the sound files) read
+    through its metadata, with `audio` holding each file's path: `datasets`' own audiofolder decodes with
+    torchcodec, which need not be installed."""
+    from datasets import DatasetDict, load_dataset
+
+    root = Path(data.path or "")
+    if not root.is_dir():
+        raise DataError(f"data.path={data.path!r} is not a folder (the audiofolder to read).")
+    found = {}
+    for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
+        for name in METADATA_FILES:
+            if (folder / name).is_file():
+                found[folder.name if folder != root else "train"] = folder / name
+                break
+    if not found:
+        raise DataError(f"{root}: no {' / '.join(METADATA_FILES)} in it or its split folders; an audiofolder "
+                        "has a metadata file with a file_name column next to the sound files.")
+    splits = {}
+    for split, metadata in found.items():
+        builder = "csv" if metadata.suffix == ".csv" else "json"
+        table = load_dataset(builder, data_files=str(metadata), split="train")
+        if "file_name" not in table.column_names:
+            raise DataError(f"{metadata}: has no file_name column (it has {table.column_names}).")
+        folder = str(metadata.parent)
+        splits[split] = table.map(lambda row: {"audio": os.path.join(folder, row["file_name"])})
+    return DatasetDict(splits)
+
+
+# ----------------------------------------------------------------------------- splits
 UNSEEN_VOICE_SUFFIX = ":unseen-voice"
 
 
-def select_split(dataset, name, max_samples=None):
-    """A split by name; `<split>:unseen-voice` is that split's scenes spoken again by voices that no
-    split uses (`xmodal.processing.speech.UNSEEN_VOICES`), to test speech from an unheard voice."""
+def split_name(data_config, name):
+    """The dataset's name for a split: `data.splits` maps `train`, `validation` and `test` (others as named)."""
+    return data_config.splits.get(name, name)
+
+
+def select_split(dataset, name, max_samples=None, data_config=None):
+    """A split by name (through `data.splits`); `<split>:unseen-voice` is that split's scenes spoken again by
+    voices that no split uses (`xmodal.processing.speech.UNSEEN_VOICES`), to test speech from an unheard
+    voice. An empty split is an error."""
     base = name[: -len(UNSEEN_VOICE_SUFFIX)] if name.endswith(UNSEEN_VOICE_SUFFIX) else name
-    if base not in dataset:
-        raise DataError(f"The dataset has no split {base!r}; it has {sorted(dataset)} (each also as "
-                        f"'<split>{UNSEEN_VOICE_SUFFIX}' where it has speech).")
-    split = dataset[base]
+    actual = split_name(data_config, base) if data_config is not None else base
+    if actual not in dataset:
+        mapped = f" (data.splits maps {base!r} to {actual!r})" if actual != base else ""
+        raise DataError(f"The dataset has no split {actual!r}{mapped}; it has {sorted(dataset)}. Map the names "
+                        "with data.splits, e.g. {train: train, validation: dev, test: test}.")
+    split = dataset[actual]
+    if len(split) == 0:
+        raise DataError(f"The split {actual!r} of the dataset is empty (0 rows).")
     if max_samples is not None and max_samples < len(split):
         split = split.select(range(max_samples))
     if base != name:
@@ -77,4 +267,30 @@ def select_split(dataset, name, max_samples=None):
     return split
 
 
-# ----------------------------------------------------------------------------- tokenizer and processor
+def check_columns(split, name, data_config, roles):
+    """Every role the run reads has its column in the split; the error lists the columns there are."""
+    for role in roles:
+        column = data_config.column(role)
+        if column is None or column not in split.column_names:
+            raise DataError(f"data.columns.{role}={column!r}: the split {name!r} has no such column; it has "
+                            f"{split.column_names}. Map it with data.columns, e.g. {{{role}: <column>}}.")
+
+
+def validation_split_name(dataset, data_config):
+    """The split validated on during training: `data.splits.validation` (null: none, and a name the data lacks
+    is an error), else `validation` when the data has one."""
+    if "validation" in data_config.splits:
+        name = data_config.splits["validation"]
+        if name is not None and name not in dataset:
+            raise DataError(f"data.splits.validation={name!r}: the dataset has no such split; it has "
+                            f"{sorted(dataset)} (null: no validation during training).")
+        return name
+    return "validation" if "validation" in dataset else None
+
+
+def encoded_cache_dir(data_config):
+    """Where encoded splits are cached: beside the data, else (a Hub dataset, files listed one by one) under
+    `$XMODAL_CACHE` (default `~/.cache/xmodal`)."""
+    if data_config.path and Path(data_config.path).is_dir():
+        return Path(data_config.path) / ".xmodal_cache"
+    return Path(os.environ.get("XMODAL_CACHE") or Path.home() / ".cache" / "xmodal") / "encoded"
