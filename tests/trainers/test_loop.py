@@ -150,7 +150,7 @@ def test_missing_data_dir_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match=r"No dataset at data.path=.*nowhere.*xmodal data build"):
         train(config_from_dict(values))
     result = run_cli("train", "--config", write_yaml(values, tmp_path / "c.yaml"))
-    assert result.returncode == 1 and "No dataset at data.path" in result.stderr
+    assert result.returncode == 2 and "No dataset at data.path" in result.stderr
 
 
 def test_a_time_budget_runs_the_schedule_by_the_clock_and_stops(tmp_path, tiny_scenes, capsys):

@@ -91,6 +91,17 @@ def test_a_run_trains_from_webdataset_shards(exported, tmp_path, tiny_scenes):
     metrics = train(config_from_dict(values))
     assert metrics["samples"] == 16 and "text_to_image_R@1" in metrics
     assert metrics["train_skipped_rows"] == {}
+    # xmodal eval --data: the same model scored on another copy of the data, a folder in another layout
+    from xmodal.trainers.cli import main as cli_main
+
+    argv = ["eval", "--model", str(tmp_path / "run" / "model"), "--split", "test", "--max-samples", "16",
+            "--output-dir", str(tmp_path / "scores")]
+    assert cli_main([*argv, "--data", str(exported / "imagefolder")]) == 0
+    scores = json.loads((tmp_path / "scores" / "eval_test.json").read_text())
+    assert scores["samples"] == 16 and "text_to_image_R@1" in scores and "audio_to_image_R@1" not in scores
+    assert cli_main([*argv, "--data", str(exported / "disk")]) == 0  # a save_to_disk folder: all three
+    scores = json.loads((tmp_path / "scores" / "eval_test.json").read_text())
+    assert scores["text_to_image_R@1"] == metrics["text_to_image_R@1"] and "audio_to_image_R@1" in scores
 
 
 # ---------------------------------------------------------------------------------------------- bad rows

@@ -23,7 +23,7 @@ APP_PATH = Path(__file__).resolve().parents[2] / "spaces_demo" / "app.py"
 def add_demo_arguments(parser):
     parser.add_argument("--model", default=DEFAULT_MODEL_DIR, help=f"checkpoint folder (default {DEFAULT_MODEL_DIR})")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 serves your network)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
     parser.add_argument("--share", choices=("no", "yes"), default="no",
                         help="a public gradio.live link (needs the internet)")
     parser.add_argument("--gallery", default=None, help="a folder of images to search (default: the test split)")
@@ -82,7 +82,7 @@ def main(args):
     if not has_model(args.model):
         if not args.train_if_missing:
             print(how_to_make_a_model(args.model, args.config), file=sys.stderr)
-            return 1
+            return 2
         code = train_missing_model(args.model, args.config)
         if code or not has_model(args.model):
             print(f"xmodal demo: training did not produce {args.model} (exit code {code}).", file=sys.stderr)
@@ -91,7 +91,7 @@ def main(args):
         app = load_app()
     except FileNotFoundError as error:
         print(f"xmodal demo: {error}", file=sys.stderr)
-        return 1
+        return 2
     match_hub_flags()
     predictor = app.load(args.model, gallery_dir=args.gallery, data_path=args.data)
     demo = app.build_demo(predictor)

@@ -178,7 +178,7 @@ def test_missing_folder_or_file_is_named(tmp_path):
 
 def test_cli_reports_bad_input(tmp_path, capsys):
     argv = ["convert", "whisper-ct2", "--model-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]
-    assert cli_main(argv) == 1
+    assert cli_main(argv) == 2
     assert "nope" in capsys.readouterr().err
 
 
