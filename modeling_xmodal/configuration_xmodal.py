@@ -285,6 +285,14 @@ class XModalConfig(PreTrainedConfig):
     """Composite config: towers (a `None` tower is an absent modality), fusion, heads and losses.
 
     With no tower given at all, the default tri-modal model (text, vision, audio and a decoder) is built.
+
+    `is_encoder_decoder` describes the head built from the config, not the config's parts: each model sets it when
+    built, True for the heads with a decoder (`XModalForConditionalGeneration`, `XModalForPreTraining`), False for
+    the others even when `decoder_config` is present. `transformers` reads it from the model's config to choose
+    encoder-decoder generation and (Trainer) how to count label tokens, so an encoder-only head must not claim it.
+    Build each model from its own config (as `from_pretrained` does): one config shared by two heads describes the
+    one built last. `tie_word_embeddings` (whether the LM head shares the decoder's token embeddings) defaults to
+    the decoder config's setting.
     """
 
     model_type = "xmodal"
@@ -307,6 +315,7 @@ class XModalConfig(PreTrainedConfig):
     # `generate` starts from them, and its training targets begin with them.
     decoder_prompt_ids: list[int] | None = None
     classifier_dropout: float = 0.0
+    tie_word_embeddings: bool | None = None  # None: the decoder config's setting
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
@@ -319,7 +328,8 @@ class XModalConfig(PreTrainedConfig):
                 setattr(self, key, TOWER_CONFIG_CLASSES[key]())
         for key in (*towers, "decoder_config"):
             setattr(self, key, _as_config(key, getattr(self, key)))
-        self.is_encoder_decoder = self.decoder_config is not None
+        if self.tie_word_embeddings is None:
+            self.tie_word_embeddings = bool(getattr(self.decoder_config, "tie_word_embeddings", False))
         self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **(self.loss_weights or {})}
         super().__post_init__(**kwargs)
         self._validate()
@@ -330,21 +340,17 @@ class XModalConfig(PreTrainedConfig):
         return {key: type(getattr(self, key)) for key in TOWER_CONFIG_CLASSES if getattr(self, key) is not None}
 
     @property
-    def tie_word_embeddings(self):
-        """The decoder's LM head shares its token embeddings when the decoder config says so."""
-        return self.decoder_config is not None and getattr(self.decoder_config, "tie_word_embeddings", False)
-
-    @property
     def modalities(self):
         """The modalities present, in a fixed order."""
         return [m.name for m in MODALITIES.values() if getattr(self, m.config_key) is not None]
 
     def get_text_config(self, decoder=None, encoder=None):
-        """The decoder's config for generation utilities, the text tower's for the encoder side."""
-        if decoder and self.decoder_config is not None:
+        """The decoder's config for the text a model writes (`decoder=True`), the text tower's for the text it reads
+        (`encoder=True`). Unqualified, a head with a decoder (`is_encoder_decoder`) means the decoder's: generation
+        sizes scores by its `vocab_size` and `resize_token_embeddings` records the new size there."""
+        wants_decoder = decoder or (not encoder and self.is_encoder_decoder)
+        if wants_decoder and self.decoder_config is not None:
             return self.decoder_config
-        if encoder or not decoder:
-            return self.text_config if self.text_config is not None else self
         return self.text_config if self.text_config is not None else self
 
     def _validate(self):

@@ -72,6 +72,15 @@ def sample_hard_negatives(similarity, generator=None):
     return torch.multinomial(weights, 1, generator=generator).squeeze(1)
 
 
+def hardest_negatives(similarity):
+    """For each row, the most similar column other than its own: the deterministic choice of
+    `sample_hard_negatives` (for evaluation). A batch of one has no negative: returns None."""
+    if similarity.shape[0] < 2:
+        return None
+    own = torch.eye(similarity.shape[0], dtype=torch.bool, device=similarity.device)
+    return similarity.detach().float().masked_fill(own, float("-inf")).argmax(dim=1)
+
+
 def matching_loss(logits, labels):
     """Cross-entropy over match (1) / no match (0)."""
     return F.cross_entropy(logits.float(), labels)

@@ -23,6 +23,11 @@ class Modality:
     def main_input(self):
         return self.inputs[0]
 
+    @property
+    def output(self):
+        """The field of a model output that holds this modality's tower output (CLIP's `text_model_output`)."""
+        return f"{self.tower}_output"
+
 
 MODALITIES = {
     "text": Modality("text", ("input_ids", "attention_mask", "token_type_ids"), "text_model", "text_projection",

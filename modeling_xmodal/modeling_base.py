@@ -16,9 +16,9 @@ from transformers.utils import logging
 from .configuration_xmodal import TOWER_CONFIG_CLASSES, XModalConfig, is_own_config
 from .fusion import CrossAttentionFusion, _FusionBase, build_fusion
 from .input_checks import check_model_inputs
-from .losses import CONTRASTIVE_LOSSES, sample_hard_negatives
+from .losses import CONTRASTIVE_LOSSES, hardest_negatives, sample_hard_negatives
 from .modalities import MODALITIES, PART_CONFIG_KEYS
-from .modeling_outputs import XModalOutput, XModalTowerOutput
+from .modeling_outputs import XModalOutput, XModalTowerOutput, finish, output_options
 from .towers import (
     HeInitConv2d,
     XModalPretrainedTower,
@@ -115,6 +115,8 @@ class XModalPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["XModalEncoderLayer"]
     # `forward` takes no loss kwargs: the Trainer must not rescale the loss by the number of items.
     accepts_loss_kwargs = False
+    # What `post_init` writes to `config.is_encoder_decoder` (see `XModalConfig`): True for the heads with a decoder.
+    head_is_encoder_decoder = False
 
     def __init__(self, config, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
@@ -124,6 +126,28 @@ class XModalPreTrainedModel(PreTrainedModel):
             sub_config = getattr(config, key)
             if is_own_config(sub_config):
                 sub_config._attn_implementation_internal = config._attn_implementation
+
+    def post_init(self):
+        """As `PreTrainedModel.post_init`; also makes `config.is_encoder_decoder` describe this head. A head builds
+        its base model (`self.xmodal`) first, so the outermost model's `post_init` has the last word."""
+        self.config.is_encoder_decoder = self.head_is_encoder_decoder
+        super().post_init()
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """As `PreTrainedModel.resize_token_embeddings`, of the vocabulary `get_input_embeddings` names. A built-in
+        text tower and a decoder of the same vocabulary size read and write one tokenizer's tokens (as BART's shared
+        embeddings): the other one follows, so that the config keeps describing one vocabulary."""
+        config = self.config
+        shared = (config.decoder_config is not None and is_own_config(config.text_config)
+                  and config.text_config.vocab_size == config.decoder_config.vocab_size)
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        if shared:
+            self._follow_vocabulary(embeddings.num_embeddings, mean_resizing)
+        return embeddings
+
+    def _follow_vocabulary(self, size, mean_resizing):
+        """After the text tower's vocabulary is resized: a model without a decoder updates the decoder's config."""
+        self.config.decoder_config.vocab_size = size
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -244,10 +268,20 @@ class XModalModel(XModalPreTrainedModel):
         self.post_init()
 
     def get_input_embeddings(self):
+        """The text tower's token embeddings (None without a text tower)."""
         tower = getattr(self, "text_model", None)
         if tower is None:
             return None
         return tower.model.get_input_embeddings() if isinstance(tower, XModalPretrainedTower) else tower.embed_tokens
+
+    def set_input_embeddings(self, value):
+        tower = getattr(self, "text_model", None)
+        if tower is None:
+            raise ValueError("This model has no text tower (text_config=None), so no token embeddings to set.")
+        if isinstance(tower, XModalPretrainedTower):
+            tower.model.set_input_embeddings(value)
+        else:
+            tower.embed_tokens = value
 
     def encode_towers(self, inputs, output_attentions=False, output_hidden_states=False):
         """Runs the tower of every modality in `inputs` (from `collect_inputs`)."""
@@ -260,26 +294,37 @@ class XModalModel(XModalPreTrainedModel):
         """L2-normalised embedding of a tower output in the shared space."""
         return F.normalize(getattr(self, MODALITIES[modality].projection)(tower_output.pooler_output), dim=-1)
 
-    def _features(self, modality, inputs):
-        output = call_tower(getattr(self, MODALITIES[modality].tower), modality, inputs)
+    def _features(self, modality, inputs, output_attentions=False, output_hidden_states=False):
+        output = call_tower(getattr(self, MODALITIES[modality].tower), modality, inputs, output_attentions,
+                            output_hidden_states)
         output.pooler_output = getattr(self, MODALITIES[modality].projection)(output.pooler_output)
         return output
 
-    def get_text_features(self, input_ids, attention_mask=None) -> XModalTowerOutput:
+    def _get_features(self, modality, output_attentions, output_hidden_states, return_dict, **inputs):
+        attentions, hidden_states, return_dict = output_options(self.config, output_attentions,
+                                                                output_hidden_states, return_dict)
+        inputs = collect_inputs(self.config, **inputs)
+        return finish(self._features(modality, inputs[modality], attentions, hidden_states), return_dict)
+
+    # As `CLIPModel.get_*_features`: the tower output (with hidden states and attentions when asked), its
+    # `pooler_output` the projected (not normalised) embedding; a tuple when `return_dict=False`.
+    def get_text_features(self, input_ids, attention_mask=None, token_type_ids=None, output_attentions=None,
+                          output_hidden_states=None, return_dict=None) -> XModalTowerOutput:
         """Text tower output whose `pooler_output` is the projected (not normalised) text embedding."""
-        inputs = collect_inputs(self.config, input_ids=input_ids, attention_mask=attention_mask)
-        return self._features("text", inputs["text"])
+        return self._get_features("text", output_attentions, output_hidden_states, return_dict, input_ids=input_ids,
+                                  attention_mask=attention_mask, token_type_ids=token_type_ids)
 
-    def get_image_features(self, pixel_values) -> XModalTowerOutput:
+    def get_image_features(self, pixel_values, output_attentions=None, output_hidden_states=None,
+                           return_dict=None) -> XModalTowerOutput:
         """Vision tower output whose `pooler_output` is the projected (not normalised) image embedding."""
-        inputs = collect_inputs(self.config, pixel_values=pixel_values)
-        return self._features("image", inputs["image"])
+        return self._get_features("image", output_attentions, output_hidden_states, return_dict,
+                                  pixel_values=pixel_values)
 
-    def get_audio_features(self, input_features, feature_attention_mask=None) -> XModalTowerOutput:
+    def get_audio_features(self, input_features, feature_attention_mask=None, output_attentions=None,
+                           output_hidden_states=None, return_dict=None) -> XModalTowerOutput:
         """Audio tower output whose `pooler_output` is the projected (not normalised) audio embedding."""
-        inputs = collect_inputs(self.config, input_features=input_features,
-                                feature_attention_mask=feature_attention_mask)
-        return self._features("audio", inputs["audio"])
+        return self._get_features("audio", output_attentions, output_hidden_states, return_dict,
+                                  input_features=input_features, feature_attention_mask=feature_attention_mask)
 
     def get_embeddings(self, normalize=True, **inputs):
         """{modality: embedding in the shared space} for every modality whose inputs are given (by their
@@ -310,11 +355,13 @@ class XModalModel(XModalPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
                 feature_attention_mask=None, token_type_ids=None, return_loss=None, output_attentions=None,
-                output_hidden_states=None) -> XModalOutput:
+                output_hidden_states=None, return_dict=None) -> XModalOutput:
+        output_attentions, output_hidden_states, return_dict = output_options(
+            self.config, output_attentions, output_hidden_states, return_dict)
         # Without a loss, rows need not be pairs: N captions may be scored against one image (as CLIP allows).
         inputs = collect_inputs(self.config, input_ids, attention_mask, pixel_values, input_features,
                                 feature_attention_mask, token_type_ids, paired=bool(return_loss))
-        towers = self.encode_towers(inputs, bool(output_attentions), bool(output_hidden_states))
+        towers = self.encode_towers(inputs, output_attentions, output_hidden_states)
         embeds = {m: self.project(m, out) for m, out in towers.items()}
         logits = {}
         for (rows, columns), (name, transposed_name) in PAIR_LOGITS.items():
@@ -322,12 +369,11 @@ class XModalModel(XModalPreTrainedModel):
                 matrix = self.similarity(embeds[rows], embeds[columns])
                 logits[name], logits[transposed_name] = matrix, matrix.t()
         loss = self.contrastive_loss(embeds) if return_loss else None
-        return XModalOutput(
+        return finish(XModalOutput(
             loss=loss, **logits,
             text_embeds=embeds.get("text"), image_embeds=embeds.get("image"), audio_embeds=embeds.get("audio"),
-            text_model_output=towers.get("text"), vision_model_output=towers.get("image"),
-            audio_model_output=towers.get("audio"),
-        )
+            **{MODALITIES[m].output: out for m, out in towers.items()},
+        ), return_dict)
 
 
 class _XModalHeadModel(XModalPreTrainedModel):
@@ -343,6 +389,9 @@ class _XModalHeadModel(XModalPreTrainedModel):
 
     def get_input_embeddings(self):
         return self.xmodal.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.xmodal.set_input_embeddings(value)
 
     def _towers(self, input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
                 token_type_ids=None, output_attentions=False, output_hidden_states=False):
@@ -361,17 +410,19 @@ def matching_pairs(modalities):
 
 def hard_negative_matching(model, towers, embeds=None):
     """ITM with in-batch hard negatives for every matching pair: for each sample, one positive pair and
-    two negatives (the other side drawn from the contrastive similarities). Returns (logits, labels)."""
+    two negatives (the other side drawn from the contrastive similarities; in `eval()` the most similar one,
+    so that an evaluation loss does not change from run to run). Returns (logits, labels)."""
     embeds = embeds or {m: model.xmodal.project(m, out) for m, out in towers.items()}
+    choose = sample_hard_negatives if model.training else hardest_negatives
     all_logits, all_labels = [], []
     for a, b in matching_pairs(towers):
         similarity = embeds[a] @ embeds[b].t()
-        negatives_for_a = sample_hard_negatives(similarity)
+        negatives_for_a = choose(similarity)
         batch = similarity.shape[0]
         positives = model.fusion({a: towers[a], b: towers[b]}).pooler_output
         pooled = [positives]
         if negatives_for_a is not None:
-            negatives_for_b = sample_hard_negatives(similarity.t())
+            negatives_for_b = choose(similarity.t())
             pooled.append(model.fusion({a: towers[a], b: take_rows(towers[b], negatives_for_a)}).pooler_output)
             pooled.append(model.fusion({a: take_rows(towers[a], negatives_for_b), b: towers[b]}).pooler_output)
         logits = model.itm_head(torch.cat(pooled))

@@ -1,10 +1,13 @@
-"""Output dataclasses: one per forward, `loss` first where there is a loss."""
+"""Output dataclasses: one per forward, `loss` first where there is a loss; and how a forward picks its output
+options (`output_attentions`, `output_hidden_states`, `return_dict`) from its arguments and the config."""
 
 from dataclasses import dataclass
 
 import torch
 from transformers.cache_utils import EncoderDecoderCache
 from transformers.utils import ModelOutput
+
+from .modalities import MODALITIES
 
 
 @dataclass
@@ -56,13 +59,20 @@ class XModalOutput(ModelOutput):
 
 @dataclass
 class XModalMatchingOutput(ModelOutput):
-    """Match / no-match logits for each fused pair; `labels` are the targets used (sampled negatives included)."""
+    """Match / no-match logits for each fused pair; `labels` are the targets used (sampled negatives included).
+
+    In every head's output, `<tower>_model_output` (as in `XModalOutput`) carries the towers' hidden states and
+    attentions; they are set only when `output_hidden_states` or `output_attentions` asks for them.
+    """
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     pair_modalities: tuple[str, ...] | None = None
     fusion_output: XModalFusionOutput | None = None
+    text_model_output: XModalTowerOutput | None = None
+    vision_model_output: XModalTowerOutput | None = None
+    audio_model_output: XModalTowerOutput | None = None
 
 
 @dataclass
@@ -71,6 +81,9 @@ class XModalSequenceClassifierOutput(ModelOutput):
     logits: torch.Tensor | None = None
     pooled_output: torch.Tensor | None = None
     fusion_output: XModalFusionOutput | None = None
+    text_model_output: XModalTowerOutput | None = None
+    vision_model_output: XModalTowerOutput | None = None
+    audio_model_output: XModalTowerOutput | None = None
 
 
 @dataclass
@@ -92,6 +105,9 @@ class XModalSeq2SeqLMOutput(ModelOutput):
     cross_attentions: tuple[torch.Tensor, ...] | None = None
     encoder_last_hidden_state: torch.Tensor | None = None
     encoder_attention_mask: torch.Tensor | None = None
+    text_model_output: XModalTowerOutput | None = None
+    vision_model_output: XModalTowerOutput | None = None
+    audio_model_output: XModalTowerOutput | None = None
 
 
 @dataclass
@@ -106,3 +122,28 @@ class XModalForPreTrainingOutput(ModelOutput):
     matching_logits: torch.Tensor | None = None
     caption_logits: torch.Tensor | None = None
     transcription_logits: torch.Tensor | None = None
+    text_model_output: XModalTowerOutput | None = None
+    vision_model_output: XModalTowerOutput | None = None
+    audio_model_output: XModalTowerOutput | None = None
+
+
+def output_options(config, output_attentions=None, output_hidden_states=None, return_dict=None):
+    """(output_attentions, output_hidden_states, return_dict): the arguments given, else the config's defaults,
+    as every `transformers` model reads them."""
+    return (
+        bool(config.output_attentions if output_attentions is None else output_attentions),
+        bool(config.output_hidden_states if output_hidden_states is None else output_hidden_states),
+        bool(config.return_dict if return_dict is None else return_dict),
+    )
+
+
+def tower_outputs(towers, output_attentions, output_hidden_states):
+    """The `<tower>_model_output` fields of a head's output: the tower outputs, when either option asks for them."""
+    if not (output_attentions or output_hidden_states):
+        return {}
+    return {MODALITIES[m].output: out for m, out in towers.items()}
+
+
+def finish(output, return_dict):
+    """`output`, or its tuple (non-None fields in order) when `return_dict=False`, as `transformers` models do."""
+    return output if return_dict else output.to_tuple()

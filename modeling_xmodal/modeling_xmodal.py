@@ -24,6 +24,9 @@ from .modeling_outputs import (
     XModalMatchingOutput,
     XModalSeq2SeqLMOutput,
     XModalSequenceClassifierOutput,
+    finish,
+    output_options,
+    tower_outputs,
 )
 from .towers import tower_output_size
 
@@ -46,16 +49,20 @@ class XModalForMatching(_XModalHeadModel):
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
                 feature_attention_mask=None, token_type_ids=None, labels=None, return_loss=None,
-                output_attentions=None, output_hidden_states=None) -> XModalMatchingOutput:
+                output_attentions=None, output_hidden_states=None, return_dict=None) -> XModalMatchingOutput:
+        output_attentions, output_hidden_states, return_dict = output_options(
+            self.config, output_attentions, output_hidden_states, return_dict)
         towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
-                              token_type_ids, output_hidden_states=output_hidden_states)
+                              token_type_ids, output_attentions, output_hidden_states)
         if len(towers) < 2:
             raise ValueError(f"Matching needs two modalities in a batch; got only {list(towers)}.")
+        extra = tower_outputs(towers, output_attentions, output_hidden_states)
         if labels is None and return_loss:
             logits, used_labels = hard_negative_matching(self, towers)
-            return XModalMatchingOutput(loss=matching_loss(logits, used_labels), logits=logits, labels=used_labels,
-                                        pair_modalities=tuple(towers))
-        fusion_output = self.fusion(towers, output_attentions=bool(output_attentions))
+            return finish(XModalMatchingOutput(loss=matching_loss(logits, used_labels), logits=logits,
+                                               labels=used_labels, pair_modalities=tuple(towers), **extra),
+                          return_dict)
+        fusion_output = self.fusion(towers, output_attentions=output_attentions)
         logits = self.itm_head(fusion_output.pooler_output)
         loss = None
         if labels is not None:
@@ -63,8 +70,8 @@ class XModalForMatching(_XModalHeadModel):
                 raise ValueError(f"`labels` should have shape ({logits.shape[0]},) with values 0/1; "
                                  f"got {tuple(labels.shape)}.")
             loss = matching_loss(logits, labels.long())
-        return XModalMatchingOutput(loss=loss, logits=logits, labels=labels, pair_modalities=tuple(towers),
-                                    fusion_output=fusion_output)
+        return finish(XModalMatchingOutput(loss=loss, logits=logits, labels=labels, pair_modalities=tuple(towers),
+                                           fusion_output=fusion_output, **extra), return_dict)
 
 
 class XModalForSequenceClassification(_XModalHeadModel):
@@ -79,15 +86,18 @@ class XModalForSequenceClassification(_XModalHeadModel):
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
                 feature_attention_mask=None, token_type_ids=None, labels=None, output_attentions=None,
-                output_hidden_states=None) -> XModalSequenceClassifierOutput:
+                output_hidden_states=None, return_dict=None) -> XModalSequenceClassifierOutput:
+        output_attentions, output_hidden_states, return_dict = output_options(
+            self.config, output_attentions, output_hidden_states, return_dict)
         towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
-                              token_type_ids, output_hidden_states=output_hidden_states)
-        fusion_output = self.fusion(towers, output_attentions=bool(output_attentions))
+                              token_type_ids, output_attentions, output_hidden_states)
+        fusion_output = self.fusion(towers, output_attentions=output_attentions)
         pooled = fusion_output.pooler_output
         logits = self.classifier(self.dropout(pooled))
         loss = self._loss(logits, labels) if labels is not None else None
-        return XModalSequenceClassifierOutput(loss=loss, logits=logits, pooled_output=pooled,
-                                              fusion_output=fusion_output)
+        return finish(XModalSequenceClassifierOutput(
+            loss=loss, logits=logits, pooled_output=pooled, fusion_output=fusion_output,
+            **tower_outputs(towers, output_attentions, output_hidden_states)), return_dict)
 
     def _loss(self, logits, labels):
         batch, problem = logits.shape[0], self.config.problem_type
@@ -146,6 +156,7 @@ class _XModalDecoderHead(_XModalHeadModel):
 
     _tied_weights_keys = {"lm_head.weight": "decoder.embed_tokens.weight"}
     fuses_sequence = True
+    head_is_encoder_decoder = True
 
     def __init__(self, config):
         if config.decoder_config is None:
@@ -177,11 +188,30 @@ class _XModalDecoderHead(_XModalHeadModel):
             self.generation_config.save_pretrained(save_directory)
         return result
 
+    def get_input_embeddings(self):
+        """The decoder's token embeddings, as in `VisionEncoderDecoderModel` and Whisper (whose encoders read no
+        tokens): the vocabulary that `labels` index and the LM head is tied to, which `resize_token_embeddings`
+        resizes. The text tower's are `self.xmodal.get_input_embeddings()`."""
+        return self.decoder.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.decoder.embed_tokens = value
+
     def get_output_embeddings(self):
         return self.lm_head
 
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
+
+    def _follow_vocabulary(self, size, mean_resizing):
+        """After the decoder's vocabulary is resized: the text tower that shares it follows, so that new tokens can
+        be read as well as written."""
+        text = self.xmodal.get_input_embeddings()
+        if text.num_embeddings != size:
+            resized = self._get_resized_embeddings(text, size, mean_resizing=mean_resizing)
+            resized.requires_grad_(text.weight.requires_grad)
+            self.xmodal.set_input_embeddings(resized)
+        self.config.text_config.vocab_size = size
 
     def encode(self, towers, output_attentions=False):
         """The fused token states the decoder attends to (a pretrained decoder: the bridged tower states)."""
@@ -235,8 +265,10 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
     """Encoder-decoder: a Transformer decoder writes text (captions, transcripts) while cross-attending
     to the fused states of the modalities given (images, speech, text)."""
 
-    # `generate(inputs)` takes any one modality (told apart by rank), so pipelines pass `inputs=`.
-    main_input_name = "inputs"
+    # A `forward` argument, as transformers requires. The pipeline that reads it is automatic-speech-recognition,
+    # which calls `generate(input_features=..., attention_mask=<the features' mask>)`; image-text-to-text passes
+    # the processor's outputs by their own names. `generate(inputs)` still takes any one modality, by rank.
+    main_input_name = "input_features"
 
     def __init__(self, config: XModalConfig):
         super().__init__(config)
@@ -258,20 +290,25 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
                 feature_attention_mask=None, token_type_ids=None, decoder_input_ids=None,
                 decoder_attention_mask=None, encoder_outputs=None, cache=None, labels=None, use_cache=None,
-                output_attentions=None, output_hidden_states=None, **kwargs) -> XModalSeq2SeqLMOutput:
+                output_attentions=None, output_hidden_states=None, return_dict=None,
+                **kwargs) -> XModalSeq2SeqLMOutput:
+        output_attentions, output_hidden_states, return_dict = output_options(
+            self.config, output_attentions, output_hidden_states, return_dict)
+        towers = {}
         if encoder_outputs is None:
             towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
-                                  token_type_ids)
-            encoder_outputs = self.encode(towers, output_attentions=bool(output_attentions))
+                                  token_type_ids, output_attentions, output_hidden_states)
+            encoder_outputs = self.encode(towers, output_attentions=output_attentions)
         loss, logits, hidden, self_attentions, cross_attentions = self.decode(
             encoder_outputs, labels, decoder_input_ids, decoder_attention_mask, cache=cache if use_cache is not False
-            else None, output_attentions=bool(output_attentions), output_hidden_states=bool(output_hidden_states),
+            else None, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
         )
-        return XModalSeq2SeqLMOutput(
+        return finish(XModalSeq2SeqLMOutput(
             loss=loss, logits=logits, cache=cache, decoder_hidden_states=hidden, decoder_attentions=self_attentions,
             cross_attentions=cross_attentions, encoder_last_hidden_state=encoder_outputs.last_hidden_state,
             encoder_attention_mask=encoder_outputs.attention_mask,
-        )
+            **tower_outputs(towers, output_attentions, output_hidden_states),
+        ), return_dict)
 
     @torch.no_grad()
     def generate(self, inputs=None, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
@@ -279,21 +316,22 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
         """Greedy or beam search (any `GenerationMixin` option) from the modalities given.
 
         The encoder runs once here and its states go to `GenerationMixin.generate` as `encoder_outputs`.
-        `inputs` may be any one modality, told apart by rank: 2-D token ids, 3-D log-mel features (as the
-        automatic-speech-recognition pipeline passes them, with their mask as `attention_mask`), 4-D pixels.
+        `inputs` may be any one modality, told apart by rank: 2-D token ids, 3-D log-mel features, 4-D pixels.
+        With log-mel features and no token ids, `attention_mask` is the features' mask (as Whisper takes it, and
+        as the automatic-speech-recognition pipeline passes it).
         """
         if inputs is not None:
             if inputs.dim() == 2:
                 input_ids = inputs
             elif inputs.dim() == 3:
                 input_features = inputs
-                if input_ids is None and feature_attention_mask is None:
-                    feature_attention_mask, attention_mask = attention_mask, None
             elif inputs.dim() == 4:
                 pixel_values = inputs
             else:
                 raise ValueError(f"`inputs` should be token ids (2-D), log-mel features (3-D) or pixels (4-D); "
                                  f"got shape {tuple(inputs.shape)}.")
+        if input_features is not None and input_ids is None and feature_attention_mask is None:
+            feature_attention_mask, attention_mask = attention_mask, None
         if encoder_outputs is None:
             towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
                                   token_type_ids)
@@ -331,9 +369,11 @@ class XModalForPreTraining(_XModalDecoderHead):
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
                 feature_attention_mask=None, token_type_ids=None, labels=None, output_attentions=None,
-                output_hidden_states=None) -> XModalForPreTrainingOutput:
+                output_hidden_states=None, return_dict=None) -> XModalForPreTrainingOutput:
+        output_attentions, output_hidden_states, return_dict = output_options(
+            self.config, output_attentions, output_hidden_states, return_dict)
         towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
-                              token_type_ids)
+                              token_type_ids, output_attentions, output_hidden_states)
         embeds = {m: self.xmodal.project(m, out) for m, out in towers.items()}
         parts = dict.fromkeys(("contrastive", "matching", "caption", "transcription"))
         matching_logits = caption_logits = transcription_logits = None
@@ -355,12 +395,13 @@ class XModalForPreTraining(_XModalDecoderHead):
             raise ValueError("XModalForPreTraining computes no loss from this batch: give two modalities "
                              "(contrastive, matching) and/or `labels` with images or audio (captioning, transcription).")
         total = weighted_total(computed, self.config.loss_weights)
-        return XModalForPreTrainingOutput(
+        return finish(XModalForPreTrainingOutput(
             loss=total, contrastive_loss=parts["contrastive"], matching_loss=parts["matching"],
             caption_loss=parts["caption"], transcription_loss=parts["transcription"],
             matching_logits=matching_logits,
             caption_logits=caption_logits, transcription_logits=transcription_logits,
-        )
+            **tower_outputs(towers, output_attentions, output_hidden_states),
+        ), return_dict)
 
 
 __all__ = [

@@ -55,6 +55,9 @@ class DataConfig:
     columns: dict = field(default_factory=dict)  # role (COLUMN_ROLES) -> column; see `column`
     splits: dict = field(default_factory=dict)  # train / validation / test -> the dataset's split names
     on_error: str = "skip"  # a row that cannot be used: skip (and count it) | raise
+    streaming: bool = False  # read, decode and encode rows on the fly (memory flat in the dataset's size)
+    num_workers: int = 0  # DataLoader worker processes decoding a stream
+    shuffle_buffer: int = 1000  # rows a stream is shuffled within
     build: bool = True
     build_args: dict = field(default_factory=dict)  # keyword arguments of build_scene_dataset / build_digits_dataset
     modalities: list = field(default_factory=lambda: list(MODALITY_NAMES))
@@ -294,6 +297,9 @@ def validate(config: RunConfig):
                           "split names (null: none), e.g. {validation: dev}.")
     if data.on_error not in ON_ERROR:
         raise ConfigError(f"data.on_error={data.on_error!r}; choose one of {list(ON_ERROR)}.")
+    if data.num_workers < 0 or data.shuffle_buffer < 1:
+        raise ConfigError(f"data.num_workers={data.num_workers} must be >= 0 and data.shuffle_buffer="
+                          f"{data.shuffle_buffer} >= 1.")
     unknown = set(data.modalities) - set(MODALITY_NAMES)
     if unknown or not data.modalities:
         raise ConfigError(f"data.modalities={data.modalities!r}: choose a non-empty subset of {list(MODALITY_NAMES)}.")
@@ -414,7 +420,9 @@ def apply_override(values, item):
 
 
 def save_config(config: RunConfig, path):
+    """Writes `config` as YAML, whole or not at all (a kill mid-write leaves the previous file)."""
     import yaml
 
-    with open(path, "w") as handle:
-        yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
+    from .checkpointing import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from xmodal.modalities import modality_inputs
 
+from .checkpointing import write_text_atomic
 from .config import ConfigError, DataConfig, RunConfig, load_config
 from .data import (
     XModalDataCollator,
@@ -234,8 +235,8 @@ def write_metrics(metrics, folder, name):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     name = name.replace(":", "-")  # `test:unseen-voice` -> eval_test-unseen-voice.json
-    (folder / f"{name}.json").write_text(json.dumps(metrics, indent=2))
-    (folder / f"{name}.md").write_text(metrics_markdown(scalar_metrics(metrics)) + "\n")
+    write_text_atomic(folder / f"{name}.json", json.dumps(metrics, indent=2))  # whole or not at all
+    write_text_atomic(folder / f"{name}.md", metrics_markdown(scalar_metrics(metrics)) + "\n")
     return folder / f"{name}.json"
 
 

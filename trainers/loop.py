@@ -1,9 +1,9 @@
 """`train(config)`: the Accelerate training loop, and what it needs (data, model, optimizer, schedule).
 
 One function owns the loop: `prepare`, `accumulate`, `backward`, clip, step, evaluate with
-`gather_for_metrics`, `save_state`; `--resume` is `load_state` + `skip_first_batches`. The data
-order depends only on (seed, epoch), and the RNG states travel in the checkpoint, so a resumed run
-ends with the same weights as an uninterrupted one.
+`gather_for_metrics`, `save_training_state`; `--resume` is `load_training_state` + `skip_first_batches`.
+The data order depends only on (seed, epoch), and the RNG states travel in the checkpoint (safetensors and
+JSON, no pickle), so a resumed run ends with the same weights as an uninterrupted one.
 """
 
 import gc
@@ -35,6 +35,7 @@ from .data import (
     select_split,
     validation_split_name,
 )
+from .data.streaming import StreamingRows, share_stream_position, stream_batches, text_sample
 from .export import finish
 from .optim import parameter_groups, warmup_cosine, within_budget
 from .pretrained.compose import build_composed_model, resolve_towers
@@ -94,13 +95,15 @@ def build_model(config, tokenizer):
 
 @dataclass
 class TrainingProgress:
-    """What the loop has done; saved with every training state."""
+    """What the loop has done; saved with every training state (as JSON: plain numbers, lists and dicts)."""
 
     step: int = 0  # optimizer steps
     micro_step: int = 0  # batches consumed
     samples: int = 0
     seconds: float = 0.0  # training time so far, across resumed runs
     history: list = field(default_factory=list)
+    stream_position: list = field(default_factory=list)  # data.streaming: [pass, rows read] of each process
+    stream_skipped: dict = field(default_factory=dict)  # data.streaming: rows left out so far, by reason
 
     def state_dict(self):
         return dict(self.__dict__)
@@ -118,7 +121,7 @@ class PreparedData:
     collator: object
 
     def skipped_rows(self):
-        """{"<split>/<reason>": rows} left out of the encoded splits (see `data.on_error`)."""
+        """{"<split>/<reason>": rows} left out of the encoded splits or the stream (see `data.on_error`)."""
         return {f"{name}/{reason}": count for name, split in (("train", self.train), ("validation", self.eval))
                 if split is not None for reason, count in split.skipped.items()}
 
@@ -129,9 +132,10 @@ def prepare_data(config, accelerator, processor_dir, resume=False):
     from xmodal.processing import XModalProcessor
 
     data = config.data
-    raw = load_raw_dataset(data)
+    raw = load_raw_dataset(data, streaming=data.streaming)
     train_split = select_split(raw, "train", data.max_train_samples, data)
-    validation_name = validation_split_name(raw, data)
+    # A stream is not read ahead for validation; the evaluation at the end reads its split.
+    validation_name = None if data.streaming else validation_split_name(raw, data)
     roles = (*data.modalities, *label_roles(config.task, data))
     check_columns(train_split, "train", data, roles)
     saved = (Path(processor_dir) / "processor_config.json").is_file()
@@ -140,7 +144,7 @@ def prepare_data(config, accelerator, processor_dir, resume=False):
     elif saved and (resume or not accelerator.is_main_process):
         processor = XModalProcessor.from_pretrained(processor_dir)
     else:
-        tokenizer = make_tokenizer(data, select_split(raw, "train", data_config=data))
+        tokenizer = make_tokenizer(data, train_split if not data.streaming else text_sample(train_split, data))
         from xmodal import XModalConfig
 
         model_config = XModalConfig(**configure_tokens(config.model, tokenizer, data))
@@ -150,8 +154,12 @@ def prepare_data(config, accelerator, processor_dir, resume=False):
                 processor.save_pretrained(staging)
     cache, base = encoded_cache_dir(data), base_dir(data)
     report = _encoding_report(accelerator)
-    train = encode_split(train_split, processor, data, config.task, data.modalities, cache, progress=report("train"),
-                         base_dir=base, name="train")
+    if data.streaming:
+        train = StreamingRows(train_split, processor, data, config.task, data.modalities, base, config.training.seed,
+                              accelerator.process_index, accelerator.num_processes)
+    else:
+        train = encode_split(train_split, processor, data, config.task, data.modalities, cache,
+                             progress=report("train"), base_dir=base, name="train")
     evaluation = None
     if validation_name is not None:
         split = select_split(raw, "validation", data.max_eval_samples, data)
@@ -216,8 +224,11 @@ def _set_threads(training, accelerator):
 
 
 def make_loaders(data, config, accelerator):
-    """The training loader (global batches, shuffled per epoch from the seed) and the evaluation loader."""
+    """The training loader (global batches, shuffled per epoch from the seed) and the evaluation loader; a
+    stream has no training loader here (see `stream_batches`)."""
     training = config.training
+    if config.data.streaming:
+        return None, None, None
     sampler = EpochShuffleSampler(len(data.train), training.seed)
     # The loader's own generator: creating an iterator draws a seed from it, and drawing from the global
     # RNG instead would shift the model's random draws (hard negatives, dropout) after a mid-epoch resume.
@@ -266,16 +277,19 @@ def train(config, resume=False, command=None):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, within_budget(
         warmup_cosine(training.warmup_steps, training.max_steps, training.min_learning_rate_ratio), progress, training))
     sampler, train_loader, eval_loader = make_loaders(data, config, accelerator)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    if train_loader is None:  # a stream: batches come from `stream_batches`, one process's own rows each
+        model, optimizer = accelerator.prepare(model, optimizer)
+    else:
+        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
-    accelerator.register_for_checkpointing(scheduler, progress)
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "progress": progress}  # the state
     if resume:
         state = checkpointing.latest_state(output_dir)
         if state is None:
             accelerator.print(f"--resume: no training state under {output_dir / 'checkpoints'}; starting afresh.")
         else:
-            accelerator.load_state(str(state))
+            checkpointing.load_training_state(accelerator, state, **parts)
             accelerator.print(f"Resumed from {state} (step {progress.step}).")
     if accelerator.is_main_process:
         save_config(config, output_dir / "training_config.yaml")
@@ -293,13 +307,16 @@ def train(config, resume=False, command=None):
     out_of_time = False
     model.train()
     while progress.step < training.max_steps and not out_of_time:
-        epoch, offset = divmod(progress.micro_step, len(train_loader))
-        loader = skip_first_batches(train_loader, offset) if offset else train_loader
-        # The prepared loader hands its own epoch counter to the sampler when iterated; a resumed run
-        # (and the skipping loader) must see the epoch of the batches it continues with.
-        loader.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        data.train.set_epoch(epoch)  # which caption an item with several reads this epoch
+        if train_loader is None:
+            loader = stream_batches(data.train, progress, training, accelerator, data.collator)
+        else:
+            epoch, offset = divmod(progress.micro_step, len(train_loader))
+            loader = skip_first_batches(train_loader, offset) if offset else train_loader
+            # The prepared loader hands its own epoch counter to the sampler when iterated; a resumed run
+            # (and the skipping loader) must see the epoch of the batches it continues with.
+            loader.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            data.train.set_epoch(epoch)  # which caption an item with several reads this epoch
         for batch in loader:
             with accelerator.accumulate(model):
                 outputs = model(**light_step(batch, progress.step, training))
@@ -333,7 +350,9 @@ def train(config, resume=False, command=None):
                 accelerator.log(metrics, step=progress.step)
                 accelerator.print(f"step {progress.step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
             if training.save_every and progress.step % training.save_every == 0:
-                save_training_state(accelerator, output_dir, progress.step, training.save_total_limit)
+                if train_loader is None and accelerator.num_processes > 1:  # every process's place in its stream
+                    progress.stream_position = share_stream_position(progress, accelerator)
+                save_training_state(accelerator, output_dir, progress.step, training.save_total_limit, **parts)
             if progress.step >= training.max_steps or out_of_time:
                 break
     if bar is not None:
@@ -349,9 +368,10 @@ def train(config, resume=False, command=None):
     metrics = {}
     if accelerator.is_main_process:
         metrics = finish(accelerator.unwrap_model(model), data.processor, config, progress, train_seconds, command,
-                         state_dict=state_dict, peak_rss_mib=peak_rss_mib, skipped_rows=skipped)
+                         state_dict=state_dict, peak_rss_mib=peak_rss_mib,
+                         skipped_rows=skipped or {f"train/{k}": v for k, v in progress.stream_skipped.items()})
     accelerator.wait_for_everyone()
-    del model, optimizer, scheduler
+    del model, optimizer, scheduler, parts
     end_training(accelerator)
     return metrics
 

@@ -64,6 +64,6 @@ def test_cli_num_processes_trains_like_one_process(tmp_path, tiny_scenes):
         runs[processes] = load_file(tmp_path / f"p{processes}" / "model" / "model.safetensors")
     # Every process saved its own RNG state: two processes really ran.
     state = checkpointing.latest_state(tmp_path / "p2")
-    assert sorted(p.name for p in state.glob("random_states_*.pkl")) == ["random_states_0.pkl", "random_states_1.pkl"]
+    assert sorted(p.name for p in state.glob("rng_state_*.json")) == ["rng_state_0.json", "rng_state_1.json"]
     for name in runs[1]:
         torch.testing.assert_close(runs[2][name], runs[1][name], rtol=0, atol=1e-5, msg=name)

@@ -29,6 +29,11 @@ class XModalDataCollator:
             batch = self._stack(rows)
         else:
             batch = encode_rows(rows, self.processor, self.data_config, self.task, self.modalities)
+        return self.for_model(batch)
+
+    def for_model(self, batch):
+        """A batch of model inputs named and typed as `forward` takes them (float32 pixels and features, only
+        the arguments it has, `return_loss` for the contrastive task)."""
         for name in ("pixel_values", "input_features"):
             if name in batch:
                 batch[name] = batch[name].float()

@@ -29,17 +29,35 @@ AUDIO_SUFFIXES = ("wav", "flac", "mp3", "ogg", "opus")
 METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.json")
 
 
-def load_raw_dataset(data_config):
-    """The configured dataset as a `DatasetDict` (built-in ones are built first when missing)."""
+def load_raw_dataset(data_config, streaming=False):
+    """The configured dataset as a `DatasetDict` (built-in ones are built first when missing); with
+    `streaming`, files and Hub ids are read as an `IterableDatasetDict` (folders on disk stay memory-mapped)."""
     if data_config.name is not None:
         dataset = _load_built_in(data_config)
     else:
-        dataset = _load_own(data_config)
+        dataset = _load_own(data_config, streaming)
     if not len(dataset):
         raise DataError(f"The dataset at {_where(data_config)} has no splits.")
-    if any("." in column for column in data_config.columns.values() if column):
-        dataset = dataset.flatten()  # struct fields become `parent.child` columns
+    if any("." in column for column in data_config.columns.values() if column):  # struct fields as `parent.child`
+        if hasattr(dataset, "flatten"):
+            dataset = dataset.flatten()
+        else:  # a stream
+            dataset = type(dataset)({name: split.map(_flatten_row) for name, split in dataset.items()})
     return dataset
+
+
+MEDIA_RECORDS = ({"bytes", "path"}, {"array", "sampling_rate"}, {"array", "path", "sampling_rate"})
+
+
+def _flatten_row(row, prefix=""):
+    """A streamed row with its struct fields as `parent.child` keys (image and audio records stay whole)."""
+    flat = {}
+    for key, value in row.items():
+        if isinstance(value, dict) and set(value) not in MEDIA_RECORDS:
+            flat.update(_flatten_row(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _where(data):
@@ -95,8 +113,8 @@ def _atomic_build(path, write):
 
 
 # ----------------------------------------------------------------------------- your own data
-def _load_own(data):
-    from datasets import Dataset, DatasetDict, load_from_disk
+def _load_own(data, streaming=False):
+    from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict, load_from_disk
 
     if data.builder is None:
         path = Path(data.path or "")
@@ -108,7 +126,9 @@ def _load_own(data):
     elif data.builder == "audiofolder":
         loaded = _load_audiofolder(data)
     else:
-        loaded = _load_with_builder(data)
+        loaded = _load_with_builder(data, streaming)
+    if isinstance(loaded, IterableDataset):
+        return IterableDatasetDict({"train": loaded})
     return DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
 
 
@@ -125,10 +145,10 @@ def base_dir(data):
     return Path(first).parent if first else None
 
 
-def _load_with_builder(data):
+def _load_with_builder(data, streaming=False):
     from datasets import load_dataset
 
-    kwargs = {}
+    kwargs = {"streaming": True} if streaming else {}
     if data.path:
         if not Path(data.path).is_dir():
             raise DataError(f"data.path={data.path!r} is not a folder (the data_dir of data.builder="
@@ -253,6 +273,8 @@ def select_split(dataset, name, max_samples=None, data_config=None):
         raise DataError(f"The dataset has no split {actual!r}{mapped}; it has {sorted(dataset)}. Map the names "
                         "with data.splits, e.g. {train: train, validation: dev, test: test}.")
     split = dataset[actual]
+    if not hasattr(split, "num_rows"):  # a stream: its length is unknown until it has been read
+        return split.take(max_samples) if max_samples is not None else split
     if len(split) == 0:
         raise DataError(f"The split {actual!r} of the dataset is empty (0 rows).")
     if max_samples is not None and max_samples < len(split):
@@ -269,6 +291,8 @@ def select_split(dataset, name, max_samples=None, data_config=None):
 
 def check_columns(split, name, data_config, roles):
     """Every role the run reads has its column in the split; the error lists the columns there are."""
+    if split.column_names is None:  # a stream whose columns are known only when read: rows are checked then
+        return
     for role in roles:
         column = data_config.column(role)
         if column is None or column not in split.column_names:
