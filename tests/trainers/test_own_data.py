@@ -3,14 +3,12 @@ several captions per item, bad rows counted (never silently lost), and clear err
 
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from xmodal.processing import XModalProcessor
 from xmodal.trainers.config import ConfigError, DataConfig, config_from_dict
 from xmodal.trainers.data import DataError, check_columns, encode_split, load_raw_dataset, select_split
 from xmodal.trainers.data.export import export_dataset, split_files
@@ -22,13 +20,8 @@ ALL = ["text", "image", "audio"]
 
 
 @pytest.fixture(scope="module")
-def processor():
-    from xmodal.processing import XModalFeatureExtractor, XModalImageProcessor, load_default_tokenizer
-
-    return XModalProcessor(image_processor=XModalImageProcessor(size={"shortest_edge": 32},
-                                                                crop_size={"height": 32, "width": 32}),
-                           feature_extractor=XModalFeatureExtractor(feature_size=16, max_duration=4.0),
-                           tokenizer=load_default_tokenizer())
+def processor(tiny_processor):
+    return tiny_processor
 
 
 def _encode(data, processor, split="test", modalities=ALL, task="contrastive"):

@@ -11,7 +11,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from xmodal.processing import XModalProcessor
 from xmodal.trainers import checkpointing
 from xmodal.trainers.config import DataConfig
 from xmodal.trainers.data import XModalDataCollator, encode_split, load_raw_dataset, select_split
@@ -31,13 +30,8 @@ def saved(tiny_scenes, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def processor():
-    from xmodal.processing import XModalFeatureExtractor, XModalImageProcessor, load_default_tokenizer
-
-    return XModalProcessor(image_processor=XModalImageProcessor(size={"shortest_edge": 32},
-                                                                crop_size={"height": 32, "width": 32}),
-                           feature_extractor=XModalFeatureExtractor(feature_size=16, max_duration=4.0),
-                           tokenizer=load_default_tokenizer())
+def processor(tiny_processor):
+    return tiny_processor
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -68,11 +68,10 @@ def encode_prepared(prepared, processor, data_config, task, modalities):
 
 def encode_rows(rows, processor, data_config, task, modalities, base_dir=None):
     """Raw rows (a list of dicts) -> model inputs; a row that cannot be used is a `DataError` naming it."""
-    prepared = []
+    prepared, columns, roles = [], data_config.resolved_columns(), label_roles(task, data_config)
     for index, row in enumerate(rows):
         try:
-            prepared.append(prepare_row(row, data_config.resolved_columns(), modalities,
-                                        label_roles(task, data_config), base_dir))
+            prepared.append(prepare_row(row, columns, modalities, roles, base_dir))
         except RowError as error:
             raise DataError(f"Row {index} of the batch cannot be used: {error}.") from None
     return encode_prepared(prepared, processor, data_config, task, modalities)
