@@ -20,9 +20,11 @@ DATA_CREDITS = """\
 - Handwritten digits are scikit-learn's copy of the UCI ML hand-written digits data (CC BY 4.0)."""
 
 
-def finish(model, processor, config, progress, train_seconds, command, state_dict=None, peak_rss_mib=None,
-           skipped_rows=None):
-    """Writes `<output_dir>/model` (weights, config, processor, card, curve, metrics) atomically; evaluates it."""
+def finish(model, processor, config, progress, train_seconds, command, state_dict=None, run_metrics=None):
+    """Writes `<output_dir>/model` (weights, config, processor, card, curve, metrics) atomically; evaluates it.
+
+    `run_metrics` are figures of the run itself ("train_peak_rss_mib", "train_skipped_rows", ...), added to
+    the evaluation's in `metrics.json`."""
     output_dir = Path(config.training.output_dir)
     target = output_dir / "model"
     counts = trainable_parameter_counts(model)
@@ -47,9 +49,7 @@ def finish(model, processor, config, progress, train_seconds, command, state_dic
                 metrics.update({f"{split}/{k}": v for k, v in extra.items() if k != "split"})
         if metrics:
             metrics["train_seconds"] = round(train_seconds, 3)  # seconds to the millisecond: a tiny run is not 0
-            metrics["train_skipped_rows"] = dict(skipped_rows or {})  # "<split>/<reason>": rows left out
-            if peak_rss_mib is not None:
-                metrics["train_peak_rss_mib"] = peak_rss_mib
+            metrics.update({key: value for key, value in (run_metrics or {}).items() if value is not None})
         plot_training_curve(progress.history, staging / "training_curve.png")
         write_model_card(staging, config, scalar_metrics(metrics), train_seconds, counts, command, steps=progress.step)
         write_metrics(metrics, staging, "metrics")

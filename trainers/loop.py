@@ -35,10 +35,18 @@ from .data import (
     select_split,
     validation_split_name,
 )
-from .data.streaming import StreamingRows, share_stream_position, stream_batches, text_sample
+from .data.streaming import (
+    STREAM_VALIDATION_ROWS,
+    StreamingRows,
+    share_stream_position,
+    stream_batches,
+    stream_head,
+    text_sample,
+)
 from .export import finish
 from .optim import parameter_groups, warmup_cosine, within_budget
 from .pretrained.compose import build_composed_model, resolve_towers
+from .run_log import DataClock, LossWindow, flat_hparams, log_step, peak_rss_mib, progress_bar
 
 
 class TrainingDiverged(RuntimeError):
@@ -134,8 +142,7 @@ def prepare_data(config, accelerator, processor_dir, resume=False):
     data = config.data
     raw = load_raw_dataset(data, streaming=data.streaming)
     train_split = select_split(raw, "train", data.max_train_samples, data)
-    # A stream is not read ahead for validation; the evaluation at the end reads its split.
-    validation_name = None if data.streaming else validation_split_name(raw, data)
+    validation_name = validation_split_name(raw, data)
     roles = (*data.modalities, *label_roles(config.task, data))
     check_columns(train_split, "train", data, roles)
     saved = (Path(processor_dir) / "processor_config.json").is_file()
@@ -163,6 +170,8 @@ def prepare_data(config, accelerator, processor_dir, resume=False):
     evaluation = None
     if validation_name is not None:
         split = select_split(raw, "validation", data.max_eval_samples, data)
+        if data.streaming:  # validated on its first rows, held in memory (not cached: a stream may change)
+            split, cache = stream_head(split, data.max_eval_samples or STREAM_VALIDATION_ROWS), None
         check_columns(split, validation_name, data, roles)
         evaluation = encode_split(split, processor, data, config.task, data.modalities, cache, base_dir=base,
                                   progress=report(validation_name), name=validation_name)
@@ -225,10 +234,15 @@ def _set_threads(training, accelerator):
 
 def make_loaders(data, config, accelerator):
     """The training loader (global batches, shuffled per epoch from the seed) and the evaluation loader; a
-    stream has no training loader here (see `stream_batches`)."""
+    stream has no training loader here (see `stream_batches`), and is validated on its split's first rows."""
     training = config.training
+    eval_loader = None
+    if data.eval is not None:
+        processes = accelerator.num_processes
+        eval_batch = max(processes, config.evaluation.batch_size // processes * processes)
+        eval_loader = torch.utils.data.DataLoader(data.eval, batch_size=eval_batch, collate_fn=data.collator)
     if config.data.streaming:
-        return None, None, None
+        return None, None, eval_loader
     sampler = EpochShuffleSampler(len(data.train), training.seed)
     # The loader's own generator: creating an iterator draws a seed from it, and drawing from the global
     # RNG instead would shift the model's random draws (hard negatives, dropout) after a mid-epoch resume.
@@ -238,11 +252,6 @@ def make_loaders(data, config, accelerator):
     if len(train_loader) == 0:
         raise ValueError(f"training.batch_size={training.batch_size} is larger than the {len(data.train)} "
                          "training samples.")
-    eval_loader = None
-    if data.eval is not None:
-        processes = accelerator.num_processes
-        eval_batch = max(processes, config.evaluation.batch_size // processes * processes)
-        eval_loader = torch.utils.data.DataLoader(data.eval, batch_size=eval_batch, collate_fn=data.collator)
     return sampler, train_loader, eval_loader
 
 
@@ -293,16 +302,18 @@ def train(config, resume=False, command=None):
             accelerator.print(f"Resumed from {state} (step {progress.step}).")
     if accelerator.is_main_process:
         save_config(config, output_dir / "training_config.yaml")
-    accelerator.init_trackers("xmodal", config=_flat_hparams(config))
+    accelerator.init_trackers("xmodal", config=flat_hparams(config))
     skipped = data.skipped_rows()
     if skipped:  # never silently: the log, TensorBoard and metrics.json all say how many rows were left out
         accelerator.print("Rows left out (data.on_error: skip): " + ", ".join(f"{k}: {v}" for k, v in skipped.items()))
         accelerator.log({f"data/skipped/{key}": count for key, count in skipped.items()}, step=0)
 
-    bar = _progress_bar(accelerator, training, progress.step)
+    bar = progress_bar(accelerator, training, progress.step)
     window = LossWindow()
     start, seconds_before = time.perf_counter(), progress.seconds  # a resumed run adds to the earlier time
     last_time, last_samples = start, progress.samples
+    clock = DataClock()  # time the loop waits for its next batch: the loader keeps up when it stays near 0
+    last_waited = 0.0
     budget = training.max_minutes * 60 if training.max_minutes else None
     out_of_time = False
     model.train()
@@ -317,7 +328,7 @@ def train(config, resume=False, command=None):
             loader.set_epoch(epoch)
             sampler.set_epoch(epoch)
             data.train.set_epoch(epoch)  # which caption an item with several reads this epoch
-        for batch in loader:
+        for batch in clock.timed(loader):
             with accelerator.accumulate(model):
                 outputs = model(**light_step(batch, progress.step, training))
                 _stop_if_not_finite(accelerator, outputs.loss, progress, output_dir)
@@ -341,9 +352,11 @@ def train(config, resume=False, command=None):
             if progress.step % training.log_every == 0 or progress.step == training.max_steps:
                 now = time.perf_counter()
                 speed = (progress.samples - last_samples) / max(now - last_time, 1e-9)
-                last_time, last_samples = now, progress.samples
+                wait = (clock.waited - last_waited) / max(now - last_time, 1e-9)
+                last_time, last_samples, last_waited = now, progress.samples, clock.waited
                 log_step(accelerator, bar, window, progress, training, lr=scheduler.get_last_lr()[0],
-                         samples_per_second=speed, grad_norm=None if grad_norm is None else float(grad_norm))
+                         samples_per_second=speed, data_wait_fraction=wait,
+                         grad_norm=None if grad_norm is None else float(grad_norm))
             if eval_loader is not None and training.eval_every and progress.step % training.eval_every == 0:
                 metrics = validate(model, eval_loader, accelerator, config)
                 progress.history.append({"step": progress.step, **metrics})
@@ -361,15 +374,17 @@ def train(config, resume=False, command=None):
         accelerator.print(f"Stopped at step {progress.step} of {training.max_steps}: the {training.max_minutes}-minute "
                           "budget (training.max_minutes) is spent.")
     train_seconds = progress.seconds
-    peak_rss_mib = _peak_rss_mib(accelerator)
+    run_metrics = {"train_peak_rss_mib": peak_rss_mib(accelerator),
+                   "train_data_wait_fraction": round(clock.waited / max(train_seconds - seconds_before, 1e-9), 4),
+                   # "<split>/<reason>": rows left out (data.on_error: skip)
+                   "train_skipped_rows": skipped or {f"train/{k}": v for k, v in progress.stream_skipped.items()}}
     accelerator.wait_for_everyone()
     # Sharded models (FSDP, DeepSpeed) gather their full weights with every process taking part.
     state_dict = accelerator.get_state_dict(model) if _is_sharded(accelerator) else None
     metrics = {}
     if accelerator.is_main_process:
         metrics = finish(accelerator.unwrap_model(model), data.processor, config, progress, train_seconds, command,
-                         state_dict=state_dict, peak_rss_mib=peak_rss_mib,
-                         skipped_rows=skipped or {f"train/{k}": v for k, v in progress.stream_skipped.items()})
+                         state_dict=state_dict, run_metrics=run_metrics)
     accelerator.wait_for_everyone()
     del model, optimizer, scheduler, parts
     end_training(accelerator)
@@ -400,40 +415,6 @@ def light_step(batch, step, training):
     return {key: value for key, value in batch.items() if key not in dropped}
 
 
-def log_step(accelerator, bar, window, progress, training, **values):
-    """Mean loss parts since the last log line (over processes too), to TensorBoard, the bar and the history."""
-    logs = window.reduce(accelerator)
-    logs.update({k: v for k, v in values.items() if v is not None})
-    progress.history.append({"step": progress.step, **logs})
-    accelerator.log(logs, step=progress.step)
-    if bar is not None:
-        bar.set_postfix(loss=f"{logs['loss']:.4f}", samples_s=f"{logs['samples_per_second']:.0f}")
-    else:
-        accelerator.print(f"step {progress.step}/{training.max_steps}: loss={logs['loss']:.4f} "
-                          f"samples/s={logs['samples_per_second']:.0f}", flush=True)
-
-
-class LossWindow:
-    """Sums of the loss parts over the batches since the last log line."""
-
-    def __init__(self):
-        self.sums, self.counts = {}, {}
-
-    def add(self, outputs):
-        """Adds the loss parts of one batch; a part that a light step does not compute is not counted."""
-        for name, value in outputs.items():
-            if name.endswith("loss") and value is not None:
-                self.sums[name] = self.sums.get(name, 0.0) + value.detach().float()
-                self.counts[name] = self.counts.get(name, 0) + 1
-
-    def reduce(self, accelerator):
-        names = sorted(self.sums)
-        values = torch.stack([self.sums[n] / self.counts[n] for n in names])
-        values = accelerator.reduce(values.to(accelerator.device), reduction="mean")
-        self.sums, self.counts = {}, {}
-        return {name: float(v) for name, v in zip(names, values)}
-
-
 def _stop_if_not_finite(accelerator, loss, progress, output_dir):
     """Stops every process together when any of them has a NaN/inf loss; nothing more is saved."""
     bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=loss.device)
@@ -445,25 +426,6 @@ def _stop_if_not_finite(accelerator, loss, progress, output_dir):
             f"The loss became {float(loss.detach())} at optimizer step {progress.step + 1} "
             f"(batch {progress.micro_step + 1}); training stopped without saving. {kept} Try a lower "
             "training.learning_rate, more training.warmup_steps or training.mixed_precision: no.")
-
-
-def _progress_bar(accelerator, training, initial):
-    if not (training.progress_bar and accelerator.is_main_process):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=training.max_steps, initial=initial, desc="train", dynamic_ncols=True, mininterval=1.0)
-
-
-def _flat_hparams(config):
-    flat = {}
-    for section, values in config.to_dict().items():
-        if isinstance(values, dict):
-            for key, value in values.items():
-                flat[f"{section}.{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-        else:
-            flat[section] = values
-    return flat
 
 
 # ----------------------------------------------------------------------------- validation and the end
@@ -508,13 +470,3 @@ def _is_sharded(accelerator):
     from accelerate.utils import DistributedType
 
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-
-
-def _peak_rss_mib(accelerator):
-    """Peak resident memory of the largest process so far (data, model, optimizer, activations), in MiB."""
-    import resource
-
-    peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0])  # Linux: KiB
-    return round(float(accelerator.gather(peak).max()), 1)
-
-

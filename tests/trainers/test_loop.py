@@ -2,6 +2,7 @@
 
 import errno
 import functools
+import json
 import math
 import re
 
@@ -51,6 +52,10 @@ def test_train_writes_a_loadable_checkpoint_with_card_and_metrics(tmp_path, tiny
     assert 50 < metrics["train_peak_rss_mib"] < 65536
     # a duration is recorded, in seconds to the millisecond; how long it took depends on the machine
     assert isinstance(metrics["train_seconds"], float) and metrics["train_seconds"] >= 0
+    # the time spent waiting for batches is a fraction of the training time, logged per line and for the run
+    assert 0 <= metrics["train_data_wait_fraction"] < 1
+    saved = json.loads((model_dir / "metrics.json").read_text())["train_data_wait_fraction"]
+    assert saved == metrics["train_data_wait_fraction"]
     card = (model_dir / "README.md").read_text()
     assert "CC BY-SA 4.0" in card and "eSpeak NG" in card and "xmodal train" in card and "text_to_image_R@1" in card
     # metadata the Hub indexes, with the results as a model index

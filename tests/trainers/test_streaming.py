@@ -113,3 +113,19 @@ def test_sigkill_then_resume_a_stream_equals_uninterrupted(tmp_path, tiny_scenes
     actual = load_file(tmp_path / "killed" / "model" / "model.safetensors")
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)
+
+
+def test_a_stream_is_validated_on_the_first_rows_of_its_validation_split(tmp_path, tiny_scenes, capsys):
+    from xmodal.trainers.config import config_from_dict
+    from xmodal.trainers.loop import train
+
+    shards = tmp_path / "shards"
+    export_dataset(tiny_scenes, shards, "webdataset", splits=["train", "validation"], shard_size=16)
+    values = tiny_config(tmp_path / "run", task="contrastive", training={"max_steps": 4, "eval_every": 2})
+    values["data"].update(name=None, builder="webdataset", path=str(shards), streaming=True, max_eval_samples=12,
+                          data_files={s: split_files("webdataset", s) for s in ("train", "validation")},
+                          columns={"text": "json.caption", "image": "png", "audio": "wav"})
+    train(config_from_dict(values))
+    printed = [line for line in capsys.readouterr().out.splitlines() if "eval_loss=" in line]
+    assert [line.split(":")[0] for line in printed] == ["step 2", "step 4"]
+    assert all("eval_text_to_image_R@1=" in line for line in printed)

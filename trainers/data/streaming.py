@@ -112,6 +112,19 @@ def streaming_batches(rows, batch_size, num_workers, pad_token_id, skipped):
             batch = []
 
 
+STREAM_VALIDATION_ROWS = 1000  # rows of a stream's validation split validated on when data.max_eval_samples is unset
+
+
+def stream_head(stream, rows):
+    """The first `rows` rows of a stream as an in-memory `Dataset` with the stream's features (when known)."""
+    from datasets import Dataset
+
+    head = list(itertools.islice(iter(stream), rows))
+    if not head:
+        raise DataError("The validation split of the stream has no rows.")
+    return Dataset.from_list(head, features=stream.features)
+
+
 def text_sample(stream, data, rows=100_000):
     """The first `rows` texts of a stream, as a one-column dataset to fit the tokenizer on."""
     from datasets import Dataset
