@@ -47,13 +47,12 @@ def finish(model, processor, config, progress, train_seconds, command, state_dic
                 extra = evaluate_checkpoint(staging / "merged" if config.lora.enabled else staging, config=config,
                                             split=split)
                 metrics.update({f"{split}/{k}": v for k, v in extra.items() if k != "split"})
-        if metrics:
-            metrics["train_seconds"] = round(train_seconds, 3)  # seconds to the millisecond: a tiny run is not 0
-            metrics.update({key: value for key, value in (run_metrics or {}).items() if value is not None})
+        metrics["train_seconds"] = round(train_seconds, 3)  # seconds to the millisecond: a tiny run is not 0
+        metrics.update({key: value for key, value in (run_metrics or {}).items() if value is not None})
         plot_training_curve(progress.history, staging / "training_curve.png")
         write_model_card(staging, config, scalar_metrics(metrics), train_seconds, counts, command, steps=progress.step)
         write_metrics(metrics, staging, "metrics")
-    if metrics:
+    if config.evaluation.split:
         print_metrics(metrics, title=f"Final metrics ({config.evaluation.split} split) -> {target}")
     else:
         print(f"Saved {target} (no evaluation: evaluation.split is empty)")

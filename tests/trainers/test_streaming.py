@@ -129,3 +129,15 @@ def test_a_stream_is_validated_on_the_first_rows_of_its_validation_split(tmp_pat
     printed = [line for line in capsys.readouterr().out.splitlines() if "eval_loss=" in line]
     assert [line.split(":")[0] for line in printed] == ["step 2", "step 4"]
     assert all("eval_text_to_image_R@1=" in line for line in printed)
+
+
+def test_the_tokenizer_sample_reads_only_the_text_of_a_fixed_number_of_rows(tmp_path, tiny_scenes):
+    from xmodal.trainers.data.streaming import text_sample
+
+    shards = tmp_path / "shards"
+    export_dataset(tiny_scenes, shards, "webdataset", splits=["train"], shard_size=16)
+    data = DataConfig(name=None, builder="webdataset", path=str(shards), streaming=True,
+                      data_files={"train": split_files("webdataset", "train")}, columns={"text": "json.caption"})
+    sample = text_sample(stream_split(data, "train"), data, rows=20)
+    assert sample.column_names == ["json.caption"]
+    assert sample["json.caption"] == tiny_scenes["train"]["caption"][:20]

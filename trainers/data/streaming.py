@@ -125,13 +125,27 @@ def stream_head(stream, rows):
     return Dataset.from_list(head, features=stream.features)
 
 
-def text_sample(stream, data, rows=100_000):
-    """The first `rows` texts of a stream, as a one-column dataset to fit the tokenizer on."""
+def text_sample(stream, data, rows=2_000):
+    """The first `rows` texts of a stream, as a one-column dataset to fit the tokenizer on. Only the text column
+    is kept (`select_columns`, so images and audio are not decoded; for a dotted name, its top-level struct),
+    and a fixed number of rows is read, so the time to the first step does not grow with the dataset."""
     from datasets import Dataset
 
     column = data.column("text")
-    return Dataset.from_dict({column: [row[column] for row in itertools.islice(iter(stream), rows)
-                                       if row.get(column) is not None]})
+    top = column if stream.column_names is not None and column in stream.column_names else column.split(".")[0]
+    if stream.column_names is None or top in stream.column_names:
+        stream = stream.select_columns([top])
+
+    def text(row):
+        value = row.get(column)
+        if value is None and top != column:  # reach into the struct: json.caption -> row["json"]["caption"]
+            value = row.get(top)
+            for key in column.split(".")[1:]:
+                value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    texts = (text(row) for row in itertools.islice(iter(stream), rows))
+    return Dataset.from_dict({column: [value for value in texts if value is not None]})
 
 
 def stream_batches(rows, progress, training, accelerator, collator):
