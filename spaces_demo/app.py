@@ -162,6 +162,31 @@ def _match_tab(predictor, examples, has_audio):
 
 
 # ---------------------------------------------------------------------------- tab 2
+def _gallery_has_audio(folder):
+    from xmodal.trainers.demo.gallery_index import gallery_files
+
+    return Path(folder).is_dir() and bool(gallery_files(folder)["audio"])
+
+
+def _speech_search(predictor):
+    """Text -> the speech clips of the `--gallery` folder (its saved index)."""
+    gr.Markdown(f"### Text → speech clips\nSearches the audio files in `{Path(predictor.gallery_dir).name}/`.")
+    with gr.Row():
+        query = gr.Textbox(label="Query", placeholder="a small cat above a banana", elem_id="speech-query")
+        k = gr.Slider(1, predictor.limits.max_top_k, value=5, step=1, label="k (results)")
+        button = gr.Button("Search speech", elem_id="speech-button")
+    table = gr.Dataframe(headers=["rank", "score", "clip"], label="Speech clips", interactive=False,
+                         elem_id="speech-table")
+
+    @user_errors
+    def run_speech(text, count):
+        hits = predictor.search_speech(text=text, k=count)
+        return pd.DataFrame({"rank": range(1, len(hits) + 1), "score": [round(s, 4) for _, s in hits],
+                             "clip": [name for name, _ in hits]})
+
+    button.click(run_speech, [query, k], [table], api_name="search_speech")
+
+
 def _search_tab(predictor, examples, has_audio, as_file):
     gallery_name = (f"the images in `{Path(predictor.gallery_dir).name}/`" if predictor.gallery_dir
                     else f"the {predictor.split} split")
@@ -196,6 +221,8 @@ def _search_tab(predictor, examples, has_audio, as_file):
                  preprocess=False)
     if examples:
         gr.Examples([[e["caption"]] for e in examples], [text], label="Example queries")
+    if predictor.gallery_dir and has_audio and _gallery_has_audio(predictor.gallery_dir):
+        _speech_search(predictor)
 
     gr.Markdown("### Image → captions\nLeave the candidates empty to search the captions of the "
                 f"{predictor.split} split.")

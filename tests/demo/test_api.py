@@ -58,11 +58,11 @@ def test_search_images_by_text_over_the_test_split(client, predictor):
 
 
 def test_search_images_by_speech_over_uploaded_files(client, assets):
-    uploads = [handle_file(path) for path in sorted(assets["gallery"].iterdir())]
+    uploads = [handle_file(path) for path in sorted(assets["gallery"].glob("*.png"))]
     gallery, table = client.predict("Speech", "", handle_file(assets["speech"]), 3, uploads,
                                     api_name="/search_images")
     _check_ranking([row[1] for row in rows(table)], 3)
-    names = {path.name for path in assets["gallery"].iterdir()}
+    names = {path.name for path in assets["gallery"].glob("*.png")}
     assert {row[2] for row in rows(table)} <= names and len(gallery) == 3
 
 

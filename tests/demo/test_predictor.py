@@ -82,7 +82,7 @@ def test_search_ranks_by_similarity_and_caps_k(predictor, assets):
     gallery = predictor.default_gallery()
     expected = (predictor.embed_texts(["a big red circle"]) @ gallery.embeddings.t())[0].max().item()
     assert scores[0] == pytest.approx(expected)
-    files = sorted(str(p) for p in assets["gallery"].iterdir())
+    files = sorted(str(p) for p in assets["gallery"].glob("*.png"))
     assert predictor.gallery_from_files(files) is predictor.gallery_from_files(files)  # embedded once
     with pytest.raises(DemoInputError, match="Give one query"):
         predictor.search_images(text="a cat", audio=str(assets["speech"]))
@@ -149,7 +149,7 @@ def test_a_contrastive_only_checkpoint_reports_missing_heads(assets, tmp_path):
 def test_a_gallery_folder_is_searched_by_file_name(assets):
     predictor = Predictor(assets["model"], gallery_dir=assets["gallery"])
     labels = {label for _, label, _ in predictor.search_images(text="a blue circle", k=5)}
-    assert labels == {p.name for p in assets["gallery"].iterdir()}
+    assert labels == {p.name for p in assets["gallery"].glob("*.png")}
 
 
 def test_resolve_model_dir_finds_a_lora_runs_merged_model(assets, tmp_path):

@@ -15,7 +15,6 @@ import atexit
 import hashlib
 import io
 import json
-import re
 import shutil
 import tempfile
 import threading
@@ -28,10 +27,11 @@ import torch
 
 from ..loading import load_head, resolve_model_dir
 from .drawing import heatmap_overlay, similarity_heatmap
+from .gallery_index import FAISS_ABOVE, GalleryIndex
 from .inputs import DemoInputError, DemoLimits, load_audio, load_image, parse_captions
+from .model_info import model_info, parameter_counts
 
 DEFAULT_MODEL_DIR = "runs/default/model"  # `<training.output_dir>/model` of configs/default.yaml
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 
 
 @dataclass
@@ -77,7 +77,8 @@ class Predictor:
         self.gallery_dir, self.data_path, self.split = gallery_dir, data_path, split
         self._lock = threading.RLock()
         self._galleries = OrderedDict()  # uploaded galleries by content hash, least recently used first
-        self._default_gallery = self._pairs = self._dataset = None
+        self._default_gallery = self._pairs = self._dataset = self._index = None
+        self.faiss_above = FAISS_ABOVE
         self._dataset_error = None
 
     # ------------------------------------------------------------------ what this checkpoint can do
@@ -186,11 +187,54 @@ class Predictor:
     def search_images(self, text=None, audio=None, k=5, files=None):
         """The `k` gallery images nearest a text or speech query: [(image, label, score)], best first."""
         _, query = self._query_embedding(audio=audio, text=text if text and text.strip() else None)
+        if not files and self.gallery_dir is not None:  # the folder's saved index, images loaded for the top k
+            hits = self.gallery_index().search(query, "image", self._check_k(k, self.limits.max_top_k))
+            if not hits:
+                raise DemoInputError(f"No images to search in {self.gallery_dir}.")
+            return [(load_image(path, self.limits), path.name, score) for path, score in hits]
         gallery = self.gallery_from_files(files) if files else self.default_gallery()
         k = self._check_k(k, len(gallery.images))
         scores = (query @ gallery.embeddings.t())[0]
         top = scores.topk(k)
         return [(gallery.images[i], gallery.labels[i], float(s)) for s, i in zip(top.values, top.indices.tolist())]
+
+    def search_speech(self, text=None, image=None, k=5):
+        """The `k` speech clips of the gallery folder nearest a text or image query: [(file name, score)]."""
+        if self.gallery_dir is None:
+            raise DemoInputError("No gallery folder: start the demo with --gallery DIR holding audio files.")
+        self.require("audio")
+        _, query = self._query_embedding(image=image, text=text if text and text.strip() else None)
+        hits = self.gallery_index().search(query, "audio", self._check_k(k, self.limits.max_top_k))
+        if not hits:
+            raise DemoInputError(f"No audio files to search in {self.gallery_dir}.")
+        return [(path.relative_to(self.gallery_dir).as_posix(), score) for path, score in hits]
+
+    def gallery_index(self):
+        """The `--gallery` folder's index (see `gallery_index`): built once, saved beside it, reused after."""
+        with self._lock:
+            if self._index is None:
+                try:
+                    self._index = GalleryIndex.open(self.gallery_dir, self.model_dir, self._embed_files,
+                                                    faiss_above=self.faiss_above)
+                except FileNotFoundError as error:
+                    raise DemoInputError(str(error)) from error
+            return self._index
+
+    def _embed_files(self, modality, paths, batch_size=64):
+        """(embeddings of the readable files, {reason: [paths left out]}) for the gallery index."""
+        if modality not in self.modalities:
+            return torch.zeros(0, self.config.projection_dim), {f"no {modality} tower": list(paths)}
+        vectors, left_out, batch = [], {}, []
+        for position, path in enumerate(paths):
+            try:
+                batch.append(load_image(path, self.limits) if modality == "image" else load_audio(path, self.limits))
+            except DemoInputError:
+                left_out.setdefault(f"unreadable {modality}", []).append(path)
+            if batch and (len(batch) == batch_size or position == len(paths) - 1):
+                vectors.append(self.embed_images(batch) if modality == "image"
+                               else torch.cat([self.embed_audio(clip) for clip in batch]))
+                batch = []
+        return (torch.cat(vectors) if vectors else torch.zeros(0, self.config.projection_dim)), left_out
 
     def search_captions(self, image, k=5, captions=None):
         """The `k` captions nearest an image: [(caption, score)], best first. Pool: `captions` or the test split's."""
@@ -355,13 +399,7 @@ class Predictor:
         """The gallery folder given at start, else the test split; DemoInputError when there is neither."""
         with self._lock:
             if self._default_gallery is None:
-                if self.gallery_dir is not None:
-                    paths = sorted(p for p in Path(self.gallery_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-                    if not paths:
-                        raise DemoInputError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in {self.gallery_dir}.")
-                    paths = paths[: self.limits.max_gallery]
-                    self._default_gallery = self._folder_gallery(str(self.gallery_dir), paths)
-                elif self.pairs() is not None:
+                if self.pairs() is not None:
                     self._default_gallery = self.pairs()["gallery"]
                 else:
                     raise DemoInputError(f"No gallery to search: upload images to search, or start the demo with "
@@ -420,61 +458,21 @@ class Predictor:
         """Embeds the default gallery and caption pool now, so that the first search does not wait for it."""
         try:
             self.pairs()
-            self.default_gallery()
+            if self.gallery_dir is not None:
+                self.gallery_index()
+            else:
+                self.default_gallery()
         except DemoInputError:
             pass
 
     # ------------------------------------------------------------------ tab 5: the model card
     def model_info(self):
         """Card text (without front matter), metrics, parameter counts, config, data credits, curve path."""
-        card_path = self.model_dir / "README.md"
-        card = card_path.read_text() if card_path.is_file() else ""
-        body = re.sub(r"\A---\n.*?\n---\n", "", card, flags=re.S)
-        body = re.sub(r"!\[[^\]]*\]\([^)]*\)\n?", "", body)  # pictures are shown beside the card, not in it
-        credits = re.search(r"^## Data\s*\n(.*?)(?=^## |\Z)", body, flags=re.S | re.M)
-        if credits:  # shown under its own heading
-            body = body.replace(credits.group(0), "")
-        metrics = {}
-        for name in ("metrics.json", *sorted(p.name for p in self.model_dir.glob("eval_*.json"))):
-            path = self.model_dir / name
-            if path.is_file():
-                values = json.loads(path.read_text())
-                prefix = "" if name == "metrics.json" else f"{path.stem[5:]}/"
-                metrics.update({prefix + k: v for k, v in values.items() if isinstance(v, (int, float))})
-        curve = self.model_dir / "training_curve.png"
-        return {"card": body.strip() or f"(no model card in {self.model_dir})", "metrics": metrics,
-                "parameters": self.parameter_counts(), "config": json.loads(self.config.to_json_string()),
-                "data_credits": credits.group(1).strip() if credits else _default_credits(),
-                "curve": str(curve) if curve.is_file() else None, "model_dir": str(self.model_dir),
-                "heads": {"matching": self.matcher is not None, "generation": self.generator is not None}}
+        return model_info(self)
 
     def parameter_counts(self):
         """Parameters per part of the model, counting tied weights once."""
-        parts = {"text tower": (self.base, "text_model"), "vision tower": (self.base, "vision_model"),
-                 "audio tower": (self.base, "audio_model"), "fusion": (self.matcher or self.generator, "fusion"),
-                 "matching head": (self.matcher, "itm_head"), "text decoder": (self.generator, "decoder")}
-        counts = {name: _count(getattr(model, attribute, None)) for name, (model, attribute) in parts.items()
-                  if model is not None and getattr(model, attribute, None) is not None}
-        towers = sum(counts.get(name, 0) for name in ("text tower", "vision tower", "audio tower"))
-        counts["projections and logit scale"] = _count(self.base) - towers
-        generator = self.generator
-        if generator is not None and generator.lm_head.weight is not generator.decoder.embed_tokens.weight:
-            counts["LM head"] = _count(generator.lm_head)
-        counts["total"] = sum(counts.values())
-        return counts
-
-
-def _count(module):
-    return 0 if module is None else sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
-
-
-def _default_credits():
-    try:
-        from ..export import DATA_CREDITS
-
-        return DATA_CREDITS
-    except ImportError:
-        return "See the model card of the checkpoint for the data it was trained on."
+        return parameter_counts(self)
 
 
 def _load_split(path, split, build_args):
