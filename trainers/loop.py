@@ -270,6 +270,14 @@ def train(config, resume=False, command=None):
         raise ValueError(f"training.batch_size={training.batch_size} must be divisible by the "
                          f"{accelerator.num_processes} processes.")
     set_seed(training.seed)
+    accelerator.print(f"Training on {accelerator.num_processes} process(es), {accelerator.distributed_type.value}, "
+                      f"{accelerator.device}, mixed precision: {accelerator.mixed_precision}.")
+    for kind in ("FSDP", "DEEPSPEED"):  # Accelerate turns both off on a CPU, without a word
+        if os.environ.get(f"ACCELERATE_USE_{kind}", "").lower() == "true" and \
+                accelerator.distributed_type.value != kind:
+            accelerator.print(f"The accelerate config asks for {kind}, which Accelerate does not run on a "
+                              f"{accelerator.device.type.upper()}: training with {accelerator.distributed_type.value} "
+                              "instead (replicated weights, the same results).")
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     with accelerator.main_process_first():

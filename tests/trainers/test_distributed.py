@@ -67,3 +67,38 @@ def test_cli_num_processes_trains_like_one_process(tmp_path, tiny_scenes):
     assert sorted(p.name for p in state.glob("rng_state_*.json")) == ["rng_state_0.json", "rng_state_1.json"]
     for name in runs[1]:
         torch.testing.assert_close(runs[2][name], runs[1][name], rtol=0, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_the_fsdp_config_on_cpu_processes_says_it_runs_ddp_and_trains_like_one_process(tmp_path, tiny_scenes):
+    """configs/accelerate/fsdp.yaml as shipped, on 2 CPU processes. Accelerate 1.x enables FSDP only for
+    accelerator devices (its state keeps MULTI_CPU on a CPU), so the run is data parallel: the log says so
+    instead of pretending, and the run ends with the one-process weights. FSDP proper is checked on the
+    device machine when a session has one."""
+    runs = {}
+    for name, extra in (("one", ["--num-processes", 1]),
+                        ("fsdp", ["--accelerate-config", REPO / "configs" / "accelerate" / "fsdp.yaml",
+                                  "--num-processes", 2])):
+        values = tiny_run_config(tmp_path / name, task="contrastive", modalities=("text", "image"),
+                                 training={"max_steps": 3, "batch_size": 16, "learning_rate": 1e-3,
+                                           "save_every": 3, "warmup_steps": 0, "mixed_precision": "no"})
+        result = run_cli("train", "--config", write_yaml(values, tmp_path / f"{name}.yaml"), *extra)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = load_file(tmp_path / name / "model" / "model.safetensors")
+    assert "Training on 2 process(es), MULTI_CPU" in result.stdout
+    assert "asks for FSDP, which Accelerate does not run on a CPU: training with MULTI_CPU" in result.stdout
+    assert checkpointing.latest_state(tmp_path / "fsdp") is not None
+    for key in runs["one"]:
+        torch.testing.assert_close(runs["fsdp"][key], runs["one"][key], rtol=0, atol=1e-5, msg=key)
+
+
+def test_deepspeed_zero2_needs_a_gpu_machine():
+    """DeepSpeed is not installed here: its wheel builds CUDA kernels, and ZeRO needs an accelerator
+    backend (`deepspeed.accelerator`), which a CPU-only torch wheel does not give. The config is checked by
+    the device machine when a session has one; here the test says so and checks the config reads."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs" / "accelerate" / "deepspeed_zero2.yaml").read_text())
+    assert config["distributed_type"] == "DEEPSPEED" and config["deepspeed_config"]["zero_stage"] == 2
+    pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (it builds CUDA kernels; not in the "
+                                            "extras): ZeRO-2 is checked on the GPU machine")
