@@ -292,6 +292,25 @@ def load_scene_dataset(path: str | os.PathLike):
     return load_from_disk(str(path))
 
 
+def card_metadata(params: dict, sizes: dict[str, int]):
+    """The card's metadata (`huggingface_hub.DatasetCardData`): licence, tasks, size, and the features and
+    split sizes as the Hub's `dataset_info` reads them."""
+    from huggingface_hub import DatasetCardData
+
+    total = sum(sizes.values())
+    size = next(name for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                                         (1_000_000, "100K<n<1M"), (float("inf"), "n>1M")) if total < bound)
+    return DatasetCardData(
+        license="cc-by-sa-4.0", language=["en"], pretty_name="xmodal emoji scenes", size_categories=[size],
+        task_categories=["image-to-text", "text-to-image", "automatic-speech-recognition",
+                         "zero-shot-image-classification"],
+        source_datasets=["original"], annotations_creators=["machine-generated"],
+        tags=["synthetic", "emoji", "speech", "cross-modal"],
+        dataset_info={"features": scene_features()._to_yaml_list(),
+                      "splits": [{"name": split, "num_examples": count} for split, count in sizes.items()]},
+    )
+
+
 def dataset_card(params: dict, sizes: dict[str, int], stats: dict) -> str:
     """The README.md written next to a build: contents, parameters, storage and licences."""
     rows = "\n".join(f"| {split} | {count:,} |" for split, count in sizes.items())
@@ -305,10 +324,7 @@ def dataset_card(params: dict, sizes: dict[str, int], stats: dict) -> str:
     )
     side = params["image_size"]
     return f"""---
-license: cc-by-sa-4.0
-language: [en]
-task_categories: [image-to-text, text-to-image, automatic-speech-recognition, zero-shot-image-classification]
-pretty_name: xmodal emoji scenes
+{card_metadata(params, sizes).to_yaml()}
 ---
 # xmodal emoji scenes
 

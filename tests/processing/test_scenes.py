@@ -4,6 +4,8 @@ import re
 
 import numpy as np
 import pytest
+from datasets import Features
+from huggingface_hub import DatasetCard
 
 from xmodal.processing import build_scene_dataset, load_scene_dataset
 from xmodal.processing import emoji_assets, scene_plan, scenes
@@ -211,6 +213,13 @@ def test_dataset_card_and_parameters_are_written(built):
                    "torchcodec", "decode_audio"):
         assert needle in card
     assert (folder / "build_params.json").is_file()
+    # metadata the Hub indexes, read back by huggingface_hub
+    data = DatasetCard.load(folder / "README.md").data
+    assert (data.license, data.language, data.size_categories) == ("cc-by-sa-4.0", ["en"], ["n<1K"])
+    assert "automatic-speech-recognition" in data.task_categories
+    splits = {s["name"]: s["num_examples"] for s in data.dataset_info["splits"]}
+    assert splits == {split: len(dataset) for split, dataset in load_scene_dataset(folder).items()}
+    assert Features._from_yaml_list(data.dataset_info["features"]) == load_scene_dataset(folder)["train"].features
 
 
 def test_missing_dataset_raises_a_clear_error(tmp_path):
