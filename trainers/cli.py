@@ -8,6 +8,7 @@
     xmodal demo [--model runs/default/model] [--port 7860] [--train-if-missing]
     xmodal convert whisper-ct2 --out DIR [--model-dir DIR] [--window-seconds 10]
     xmodal export onnx --model DIR --out DIR [--opset 17]
+    xmodal push --model DIR --repo-id OWNER/NAME [--private] [--dry-run]
 """
 
 import sys
@@ -98,6 +99,15 @@ def build_parser():
                       help="folder to write: new, empty, or an earlier ONNX export (which is replaced whole)")
     onnx.add_argument("--opset", type=int, default=None, help="ONNX opset to target (default: 17)")
     onnx.set_defaults(handler=_export_onnx)
+
+    push = commands["push"]
+    push.add_argument("--model", required=True, help="checkpoint folder (e.g. runs/default/model)")
+    push.add_argument("--repo-id", required=True, help="the Hub repository, NAME or OWNER/NAME (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--revision", default=None, help="branch to push to (default: main)")
+    push.add_argument("--commit-message", default=None, help="the commit's message")
+    push.add_argument("--dry-run", action="store_true", help="print the upload plan and upload nothing")
+    push.set_defaults(handler=_push)
     return parser
 
 
@@ -182,6 +192,20 @@ def _export_onnx(args, argv):
     return 0
 
 
+def _push(args, argv):
+    from .push import PushError, push_to_hub
+
+    try:
+        _, url = push_to_hub(args.model, args.repo_id, private=args.private, revision=args.revision,
+                             commit_message=args.commit_message, dry_run=args.dry_run)
+    except PushError as error:
+        print(f"xmodal push: {error}", file=sys.stderr)
+        return 2
+    if url:
+        print(f"Pushed: {url}")
+    return 0
+
+
 def _one_line(error):
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= 600 else text[:597] + "..."
@@ -192,6 +216,7 @@ def main(argv=None):
     line on stderr and exit code 2, never a traceback; a bug still shows its traceback."""
     from .config import ConfigError
     from .data import DataError
+    from .push import PushError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -200,7 +225,7 @@ def main(argv=None):
                                                    if getattr(args, key, None)]])
     try:
         return args.handler(args, argv)
-    except (ConfigError, DataError, FileNotFoundError, ImportError) as error:
+    except (ConfigError, DataError, FileNotFoundError, ImportError, PushError) as error:
         print(f"{prog}: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

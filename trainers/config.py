@@ -124,6 +124,11 @@ class TrainingConfig:
     pretrained: str | None = None  # start from a saved checkpoint folder instead of random weights
     report_to: list = field(default_factory=lambda: ["tensorboard"])
     progress_bar: bool = True
+    # After training, upload <output_dir>/model to the Hub (as `xmodal push`): to `hub_model_id`, by default
+    # the output folder's name. Names as in transformers' TrainingArguments.
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_private_repo: bool = False
 
 
 @dataclass

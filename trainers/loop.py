@@ -396,6 +396,12 @@ def train(config, resume=False, command=None):
     accelerator.wait_for_everyone()
     del model, optimizer, scheduler, parts
     end_training(accelerator)
+    if training.push_to_hub and accelerator.is_main_process:  # the model is saved: a failed upload loses nothing
+        from .push import push_to_hub
+
+        _, url = push_to_hub(output_dir / "model", training.hub_model_id or output_dir.resolve().name,
+                             private=training.hub_private_repo)
+        print(f"Pushed: {url}")
     return metrics
 
 

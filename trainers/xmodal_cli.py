@@ -21,6 +21,7 @@ COMMANDS = {
     "demo": "serve the Gradio demo (spaces_demo/app.py) on a checkpoint",
     "convert": "convert a model from another format into a transformers folder",
     "export": "export a saved model for another runtime (ONNX)",
+    "push": "upload a saved model folder to the Hugging Face Hub",
 }
 
 
