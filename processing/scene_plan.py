@@ -30,7 +30,7 @@ _NOVEL_KIND_WEIGHTS = {2: 0.7, 3: 0.3}
 _COUNT_WEIGHTS = {1: 0.5, 2: 0.3, 3: 0.2}  # copies in a one-emoji scene
 _MARGIN, _GAP = 1, 2  # pixels: from the border, and between neighbours along the axis
 _PERPENDICULAR_JITTER = 0.12  # how far objects stray from a shared line, as a fraction of the side
-_RELATIONS = {"horizontal": ("to the left of", "to the right of", "from left to right"),
+RELATIONS = {"horizontal": ("to the left of", "to the right of", "from left to right"),
               "vertical": ("above", "below", "from top to bottom")}
 
 
@@ -80,7 +80,7 @@ def _noun_phrase(group: Group, sized: bool = True) -> str:
 def scene_captions(groups: list[Group], axis: str) -> list[str]:
     """All phrasings of a scene: counts, sizes ("a big zebra") and relative positions, with and
     without size words. Every one is true of the layout `plan_scenes` draws."""
-    before, after, in_order = _RELATIONS[axis]
+    before, after, in_order = RELATIONS[axis]
     captions = []
     for sized in (True, False):
         phrases = [_noun_phrase(group, sized) for group in groups]

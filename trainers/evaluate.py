@@ -3,7 +3,9 @@
 - retrieval: recall@1/5/10 in both directions for every modality pair (XModalModel);
 - matching: accuracy and ROC-AUC of the match head on positive pairs and as many mismatched pairs;
 - generation: character and word error rates of generated captions (images) and transcripts (speech);
-- classification: accuracy of a sequence-classification head.
+- classification: accuracy of a sequence-classification head;
+- composition: whether the true caption of a two-object scene beats it with the objects swapped, the
+  relation turned round, a count or a size changed (`composition`), by similarity and by the match head.
 
 Every head loads from the same checkpoint with `from_pretrained` (the weight names are shared), so
 a pre-training checkpoint is scored on all of them. Results go to JSON and to a Markdown table.
@@ -16,6 +18,7 @@ import torch
 from xmodal.modalities import modality_inputs
 
 from .checkpointing import write_text_atomic
+from .composition import composition_metrics, composition_triples
 from .config import ConfigError, DataConfig, RunConfig, load_config
 from .data import (
     XModalDataCollator,
@@ -56,6 +59,14 @@ def _load_part(cls, model_dir):
     if model is None:
         raise ConfigError(f"{model_dir} has no weights for {cls.__name__} (missing {missing[:3]}).")
     return model
+
+
+def _tokenize(processor, texts, data_config):
+    """Captions as the training data tokenizes them."""
+    inputs = processor.tokenizer(list(texts), padding="longest", truncation=True,
+                                 max_length=data_config.max_text_length, return_tensors="pt")
+    inputs.pop("token_type_ids", None)
+    return dict(inputs)
 
 
 def _batches(dataset, indices, batch_size, collator):
@@ -176,6 +187,9 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
     collator = XModalDataCollator(processor, config.data, config.task, modalities)
     batch_size = evaluation.batch_size
     metrics = {"split": split_name, "samples": len(dataset), "skipped_rows": dict(dataset.skipped)}
+    # (row, true caption, kind, false caption): word order, relation, count and size (see `composition`)
+    triples = composition_triples(dataset.metadata.get("caption") or []) if {"text", "image"} <= set(modalities) \
+        else []
 
     if len(modalities) > 1 and config.task in ("pretraining", "contrastive"):  # the heads that train the space
         model = _load_part(xmodal.XModalModel, model_dir)
@@ -185,6 +199,9 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
             metrics.update(retrieval_metrics(embeds, ks=tuple(evaluation.recall_at), relevant=relevant, exact=False))
         else:
             metrics.update(retrieval_metrics(embeds, ks=tuple(evaluation.recall_at), relevant=_relevance(dataset)))
+        if triples and "image" in embeds:
+            metrics.update(composition_metrics(triples, embeds["image"], lambda texts: model.get_embeddings(
+                **_tokenize(processor, texts, config.data))["text"], batch_size=batch_size))
         del model
 
     if _weights_have(model_dir, "itm_head") and len(modalities) > 1:
@@ -199,6 +216,13 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
                     scores, labels = matching_scores(model, dataset, pair, batch_size, collator,
                                                      evaluation.matching_negatives_seed)
                     metrics.update({f"{pair[0]}_text_{k}": v for k, v in matching_metrics(scores, labels).items()})
+        if triples:
+            def match_probability(rows, texts):
+                pixels = modality_inputs(collator([dataset[i] for i in rows]), "image")
+                return model(**pixels, **_tokenize(processor, texts, config.data)).logits.float().softmax(-1)[:, 1]
+
+            found = composition_metrics(triples, None, None, match_probability, batch_size=batch_size)
+            metrics.update({k: v for k, v in found.items() if k.endswith("_matching")})
         del model
 
     if model_config.decoder_config is not None and _weights_have(model_dir, "decoder.") and "caption" in dataset.metadata:

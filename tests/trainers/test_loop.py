@@ -52,6 +52,10 @@ def test_train_writes_a_loadable_checkpoint_with_card_and_metrics(tmp_path, tiny
     assert 50 < metrics["train_peak_rss_mib"] < 65536
     # a duration is recorded, in seconds to the millisecond; how long it took depends on the machine
     assert isinstance(metrics["train_seconds"], float) and metrics["train_seconds"] >= 0
+    # word order, relations, counts and sizes: accuracy of preferring the true caption, by similarity and match head
+    for kind in ("swap_objects", "swap_relation"):
+        assert metrics[f"composition_{kind}_pairs"] > 0
+        assert 0 <= metrics[f"composition_{kind}_contrastive"] <= 1 and 0 <= metrics[f"composition_{kind}_matching"] <= 1
     # the time spent waiting for batches is a fraction of the training time, logged per line and for the run
     assert 0 <= metrics["train_data_wait_fraction"] < 1
     saved = json.loads((model_dir / "metrics.json").read_text())["train_data_wait_fraction"]
