@@ -12,6 +12,31 @@ from .layers import XModalTransformer, padding_mask
 from .modalities import MODALITY_NAMES
 from .modeling_outputs import XModalFusionOutput
 
+
+class ModalityEmbeddings(nn.ParameterDict):
+    """A learned vector per modality, added to that modality's tokens. Read through `forward`, so that a model
+    dispatched with offloading (`device_map`) loads the vectors before they are used."""
+
+    __call__ = nn.Module.__call__  # `ParameterDict` refuses calls; this one has a forward
+
+    def forward(self, states, modality):
+        return states + self[modality]
+
+
+class BlockLinear(nn.Linear):
+    """A linear map of concatenated blocks (one per modality) that also takes any subset of them: a missing block
+    drops its columns from the weight, which is exactly concatenating fewer vectors."""
+
+    def __init__(self, block_sizes, out_features):
+        super().__init__(sum(block_sizes), out_features)
+        self.offsets = [sum(block_sizes[:i]) for i in range(len(block_sizes) + 1)]
+
+    def forward(self, blocks, bias=True):
+        """`blocks`: {block index: (batch, block size)}, in increasing index order."""
+        weight = torch.cat([self.weight[:, self.offsets[i]:self.offsets[i + 1]] for i in blocks], dim=1)
+        return F.linear(torch.cat(list(blocks.values()), dim=-1), weight, self.bias if bias else None)
+
+
 class _FusionBase(nn.Module):
     """Projects every modality's tokens to the fusion width and tags them with a modality embedding.
 
@@ -29,7 +54,7 @@ class _FusionBase(nn.Module):
             self.token_projections = nn.ModuleDict(
                 {m: nn.Linear(tower_sizes[m], self.hidden_size) for m in self.modalities}
             )
-            self.modality_embeddings = nn.ParameterDict(
+            self.modality_embeddings = ModalityEmbeddings(
                 {m: nn.Parameter(torch.zeros(1, 1, self.hidden_size)) for m in self.modalities}
             )
 
@@ -43,8 +68,13 @@ class _FusionBase(nn.Module):
             raise ValueError(f"Fusion needs at least one modality of {self.modalities}; got none.")
         return present
 
+    def pooled_vector(self, modality, output):
+        """A modality's pooled vector as this fusion projects it to its width. The matching head, which has no
+        shared embedding space, compares these to pick hard negatives."""
+        raise NotImplementedError
+
     def _tokens(self, modality, output):
-        states = self.token_projections[modality](output.last_hidden_state) + self.modality_embeddings[modality]
+        states = self.modality_embeddings(self.token_projections[modality](output.last_hidden_state), modality)
         mask = output.attention_mask
         if mask is None:
             mask = torch.ones(states.shape[:2], dtype=torch.long, device=states.device)
@@ -76,17 +106,15 @@ class ConcatFusion(_FusionBase):
 
     def __init__(self, config, tower_sizes, with_sequence=True):
         super().__init__(config, tower_sizes, with_sequence)
-        self.pooled_sizes = [tower_sizes[m] for m in self.modalities]
-        self.offsets = [sum(self.pooled_sizes[:i]) for i in range(len(self.pooled_sizes) + 1)]
-        self.proj = nn.Linear(sum(self.pooled_sizes), self.hidden_size)
+        self.proj = BlockLinear([tower_sizes[m] for m in self.modalities], self.hidden_size)
         self.norm = nn.LayerNorm(self.hidden_size, eps=config.layer_norm_eps)
+
+    def pooled_vector(self, modality, output):
+        return self.proj({self.modalities.index(modality): output.pooler_output}, bias=False)
 
     def forward(self, tower_outputs, output_attentions=False):
         present = self._present(tower_outputs)
-        columns = [slice(self.offsets[i], self.offsets[i + 1]) for i, m in enumerate(self.modalities) if m in present]
-        weight = torch.cat([self.proj.weight[:, c] for c in columns], dim=1)
-        pooled = torch.cat([tower_outputs[m].pooler_output for m in present], dim=-1)
-        pooled = self.norm(F.linear(pooled, weight, self.proj.bias))
+        pooled = self.norm(self.proj({self.modalities.index(m): tower_outputs[m].pooler_output for m in present}))
         states, mask = self._sequence(tower_outputs, present, pooled=pooled)
         return XModalFusionOutput(last_hidden_state=states, pooler_output=pooled, attention_mask=mask,
                                   modalities=tuple(present))
@@ -108,6 +136,9 @@ class GatedFusion(_FusionBase):
         self.gate = nn.Sequential(nn.Linear(self.hidden_size, self.hidden_size), nn.Tanh(),
                                   nn.Linear(self.hidden_size, 1, bias=False))
         self.norm = nn.LayerNorm(self.hidden_size, eps=config.layer_norm_eps)
+
+    def pooled_vector(self, modality, output):
+        return self.pooled_projections[modality](output.pooler_output)
 
     def forward(self, tower_outputs, output_attentions=False):
         present = self._present(tower_outputs)
@@ -136,6 +167,9 @@ class CrossAttentionFusion(_FusionBase):
             config, self.hidden_size, config.fusion_num_layers, config.fusion_num_attention_heads,
             config.fusion_intermediate_size, cross_attention_size=self.hidden_size,
         )
+
+    def pooled_vector(self, modality, output):
+        return self.token_projections[modality](output.pooler_output)
 
     def forward(self, tower_outputs, output_attentions=False):
         present = self._present(tower_outputs)

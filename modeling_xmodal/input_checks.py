@@ -16,8 +16,10 @@ MAIN_INPUTS = tuple(spec.main_input for spec in MODALITIES.values())
 FLOAT_INPUTS = (MODALITIES["image"].main_input, MODALITIES["audio"].main_input)
 
 
-def _tracing():
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+def is_tracing():
+    """Whether `torch.compile`, `torch.export` or `torch.jit.trace` is tracing the model: no tensor value may be read
+    back into Python then (it would break or specialise the graph)."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
 def check_types(inputs):
@@ -48,7 +50,7 @@ def check_token_ids(text_config, input_ids):
     if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
         raise TypeError(f"`input_ids` must hold integer token ids (torch.long), got dtype {input_ids.dtype}.")
     vocab_size = getattr(text_config, "vocab_size", None)
-    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or _tracing() or input_ids.numel() == 0:
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or is_tracing() or input_ids.numel() == 0:
         return
     smallest, largest = torch.stack([input_ids.min(), input_ids.max()]).tolist()
     if smallest < 0 or largest >= vocab_size:
@@ -60,7 +62,7 @@ def check_token_ids(text_config, input_ids):
 
 
 def check_finite(inputs):
-    if _tracing():
+    if is_tracing():
         return
     for name in FLOAT_INPUTS:
         value = inputs.get(name)
@@ -78,4 +80,4 @@ def check_model_inputs(config, **inputs):
     check_finite(inputs)
 
 
-__all__ = ["check_model_inputs"]
+__all__ = ["check_model_inputs", "is_tracing"]

@@ -18,6 +18,8 @@ from transformers.cache_utils import EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from .input_checks import is_tracing
+
 # Dtypes for which the CPU flash-attention backward is slower than eager attention (see the module docstring).
 _EAGER_TRAINING_DTYPES = (torch.bfloat16, torch.float16)
 
@@ -40,9 +42,15 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling, 
     return output, weights
 
 
+def nothing_padded(attention_mask):
+    """Whether a (B, L) mask can be dropped: None, or all ones. Only eager code looks at the values: a traced graph
+    (`torch.compile`, `torch.export`) keeps the mask, which gives the same result."""
+    return attention_mask is None or (not is_tracing() and bool(attention_mask.all()))
+
+
 def padding_mask(attention_mask, query_length=None):
     """A (B, L) 1/0 mask as a boolean (B, 1, Lq, L) attention mask, or None when nothing is padded."""
-    if attention_mask is None or bool(attention_mask.all()):
+    if nothing_padded(attention_mask):
         return None
     mask = attention_mask.bool()[:, None, None, :]
     if query_length is not None:
@@ -52,7 +60,7 @@ def padding_mask(attention_mask, query_length=None):
 
 def causal_padding_mask(attention_mask, query_length, past_length, device):
     """Boolean (B, 1, Lq, past+Lq) mask for causal self-attention, with padded keys masked when given."""
-    if attention_mask is None or bool(attention_mask.all()):
+    if nothing_padded(attention_mask):
         return None
     total = past_length + query_length
     causal = torch.ones(query_length, total, dtype=torch.bool, device=device).tril(past_length)

@@ -14,7 +14,7 @@ from transformers import initialization as init
 from transformers.utils import logging
 
 from .configuration_xmodal import TOWER_CONFIG_CLASSES, XModalConfig, is_own_config
-from .fusion import CrossAttentionFusion, _FusionBase, build_fusion
+from .fusion import FUSION_LAYERS, CrossAttentionFusion, _FusionBase, build_fusion
 from .input_checks import check_model_inputs
 from .losses import CONTRASTIVE_LOSSES, hardest_negatives, sample_hard_negatives
 from .modalities import MODALITIES, PART_CONFIG_KEYS
@@ -112,7 +112,8 @@ class XModalPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text", "audio")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _no_split_modules = ["XModalEncoderLayer"]
+    # A fusion joins the tokens of several towers with its own learned vectors: it stays on one device.
+    _no_split_modules = ["XModalEncoderLayer", *(fusion.__name__ for fusion in FUSION_LAYERS.values())]
     # `forward` takes no loss kwargs: the Trainer must not rescale the loss by the number of items.
     accepts_loss_kwargs = False
     # What `post_init` writes to `config.is_encoder_decoder` (see `XModalConfig`): True for the heads with a decoder.
@@ -120,12 +121,16 @@ class XModalPreTrainedModel(PreTrainedModel):
 
     def __init__(self, config, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
-        # `PreTrainedModel` resolves the attention implementation on the top-level config only; xmodal's own
-        # tower and decoder configs follow it (wrapped `transformers` towers resolve their own).
+        # `PreTrainedModel` resolves the attention implementation on the top-level config only. xmodal's own tower
+        # and decoder configs keep one asked for them (`attn_implementation={"text_config": "eager", ...}`) and
+        # otherwise follow the top level; wrapped `transformers` towers resolve their own.
         for key in TOWER_CONFIG_CLASSES:
             sub_config = getattr(config, key)
             if is_own_config(sub_config):
-                sub_config._attn_implementation_internal = config._attn_implementation
+                requested = sub_config._attn_implementation
+                sub_config._attn_implementation_internal = (
+                    config._attn_implementation if requested is None
+                    else self._check_and_adjust_attn_implementation(requested, is_init_check=True))
 
     def post_init(self):
         """As `PreTrainedModel.post_init`; also makes `config.is_encoder_decoder` describe this head. A head builds
@@ -200,7 +205,7 @@ class XModalPreTrainedModel(PreTrainedModel):
                 init.normal_(parameter, std=std)
             if isinstance(module, CrossAttentionFusion):
                 init.normal_(module.fuse_token, std=std)
-        elif isinstance(module, XModalModel):
+        elif isinstance(module, XModalModel) and module.logit_scale is not None:
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
             if module.logit_bias is not None:
                 init.constant_(module.logit_bias, self.config.logit_bias_init_value)
@@ -247,9 +252,13 @@ class XModalPreTrainedModel(PreTrainedModel):
 
 
 class XModalModel(XModalPreTrainedModel):
-    """Towers and projections into one embedding space, with CLIP-style logits for every pair present."""
+    """Towers and projections into one embedding space, with CLIP-style logits for every pair present.
 
-    def __init__(self, config: XModalConfig):
+    `add_projections=False` builds the towers alone, for the heads that never use the shared space (as
+    `BertModel(config, add_pooling_layer=False)` leaves out the pooler): under DDP every parameter must get a gradient.
+    """
+
+    def __init__(self, config: XModalConfig, add_projections=True):
         super().__init__(config)
         if not config.modalities:
             raise ValueError("XModalConfig has no tower: set at least one of text_config, vision_config, audio_config.")
@@ -259,11 +268,14 @@ class XModalModel(XModalPreTrainedModel):
             tower_config = getattr(config, spec.config_key)
             setattr(self, spec.tower, build_tower(tower_config, modality))
             self.tower_sizes[modality] = tower_output_size(tower_config)
-            setattr(self, spec.projection,
-                    nn.Linear(self.tower_sizes[modality], config.projection_dim, bias=False))
-        self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+            if add_projections:
+                setattr(self, spec.projection,
+                        nn.Linear(self.tower_sizes[modality], config.projection_dim, bias=False))
+        self.has_projections = add_projections
+        self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value)) if add_projections else None
         self.logit_bias = (
-            nn.Parameter(torch.tensor(config.logit_bias_init_value)) if config.contrastive_loss == "sigmoid" else None
+            nn.Parameter(torch.tensor(config.logit_bias_init_value))
+            if add_projections and config.contrastive_loss == "sigmoid" else None
         )
         self.post_init()
 
@@ -290,14 +302,22 @@ class XModalModel(XModalPreTrainedModel):
             for m, kwargs in inputs.items()
         }
 
+    def _projection(self, modality):
+        """The projection of `modality` into the shared space."""
+        if not self.has_projections:
+            raise ValueError("This XModalModel has no projections into the shared space: it is the base of a head that "
+                             "does not use them. Load the checkpoint as XModalModel for embeddings and similarities.")
+        return getattr(self, MODALITIES[modality].projection)
+
     def project(self, modality, tower_output):
         """L2-normalised embedding of a tower output in the shared space."""
-        return F.normalize(getattr(self, MODALITIES[modality].projection)(tower_output.pooler_output), dim=-1)
+        return F.normalize(self._projection(modality)(tower_output.pooler_output), dim=-1)
 
     def _features(self, modality, inputs, output_attentions=False, output_hidden_states=False):
+        projection = self._projection(modality)
         output = call_tower(getattr(self, MODALITIES[modality].tower), modality, inputs, output_attentions,
                             output_hidden_states)
-        output.pooler_output = getattr(self, MODALITIES[modality].projection)(output.pooler_output)
+        output.pooler_output = projection(output.pooler_output)
         return output
 
     def _get_features(self, modality, output_attentions, output_hidden_states, return_dict, **inputs):
@@ -376,15 +396,23 @@ class XModalModel(XModalPreTrainedModel):
         ), return_dict)
 
 
+# The weights of the shared embedding space, which heads that do not use it leave out and ignore when they load a
+# checkpoint that has them (as `BertForTokenClassification` ignores BERT's pooler).
+EMBEDDING_SPACE_KEYS = [rf"(^|\.){m.projection}\." for m in MODALITIES.values()] + [r"(^|\.)logit_(scale|bias)$"]
+
+
 class _XModalHeadModel(XModalPreTrainedModel):
     """Shared parts of the heads: the base model (`self.xmodal`) and a fusion module."""
 
     # Heads that decode attend to the fused token sequence; the others use only the pooled vector.
     fuses_sequence = False
+    # Whether the head's loss uses the shared embedding space (projections and logit scale); the others do not build it.
+    uses_embedding_space = False
+    _keys_to_ignore_on_load_unexpected = EMBEDDING_SPACE_KEYS
 
     def __init__(self, config):
         super().__init__(config)
-        self.xmodal = XModalModel(config)
+        self.xmodal = XModalModel(config, add_projections=self.uses_embedding_space)
         self.fusion = build_fusion(config, self.xmodal.tower_sizes, with_sequence=self.fuses_sequence)
 
     def get_input_embeddings(self):
@@ -408,29 +436,26 @@ def matching_pairs(modalities):
     return pairs
 
 
-def hard_negative_matching(model, towers, embeds=None):
-    """ITM with in-batch hard negatives for every matching pair: for each sample, one positive pair and
-    two negatives (the other side drawn from the contrastive similarities; in `eval()` the most similar one,
-    so that an evaluation loss does not change from run to run). Returns (logits, labels)."""
-    embeds = embeds or {m: model.xmodal.project(m, out) for m, out in towers.items()}
+def hard_negative_matching(model, towers, embeds):
+    """ITM with in-batch hard negatives for every matching pair: for each sample, one positive pair and two
+    negatives, the other side drawn by the similarity of the normalised `embeds` (in `eval()` the most similar one,
+    so that an evaluation loss does not change from run to run). The rows are the positive pairs sample by sample
+    (a sample's rows do not depend on the rest of the batch), then the negatives. Returns (logits, labels)."""
     choose = sample_hard_negatives if model.training else hardest_negatives
-    all_logits, all_labels = [], []
+    positives, negatives = [], []
     for a, b in matching_pairs(towers):
         similarity = embeds[a] @ embeds[b].t()
         negatives_for_a = choose(similarity)
-        batch = similarity.shape[0]
-        positives = model.fusion({a: towers[a], b: towers[b]}).pooler_output
-        pooled = [positives]
+        positives.append(model.fusion({a: towers[a], b: towers[b]}).pooler_output)
         if negatives_for_a is not None:
             negatives_for_b = choose(similarity.t())
-            pooled.append(model.fusion({a: towers[a], b: take_rows(towers[b], negatives_for_a)}).pooler_output)
-            pooled.append(model.fusion({a: take_rows(towers[a], negatives_for_b), b: towers[b]}).pooler_output)
-        logits = model.itm_head(torch.cat(pooled))
-        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-        labels[:batch] = 1
-        all_logits.append(logits)
-        all_labels.append(labels)
-    return torch.cat(all_logits), torch.cat(all_labels)
+            negatives.append(model.fusion({a: towers[a], b: take_rows(towers[b], negatives_for_a)}).pooler_output)
+            negatives.append(model.fusion({a: take_rows(towers[a], negatives_for_b), b: towers[b]}).pooler_output)
+    positives = torch.stack(positives, dim=1).flatten(0, 1)
+    logits = model.itm_head(torch.cat([positives, *negatives]))
+    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    labels[:positives.shape[0]] = 1
+    return logits, labels
 
 
 # Auto class -> "module.Class" for the config's `auto_map` (the code files travel with a checkpoint).

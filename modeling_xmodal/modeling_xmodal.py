@@ -10,6 +10,7 @@ from transformers.utils import logging
 from .configuration_xmodal import XModalConfig, is_own_config
 from .layers import XModalDecoder
 from .losses import matching_loss, token_loss, weighted_total
+from .modalities import MODALITIES
 from .modeling_base import (
     AUTO_MAP,
     DecoderBridge,
@@ -37,7 +38,8 @@ class XModalForMatching(_XModalHeadModel):
     """Binary match head on fused features (image-text, audio-text).
 
     Given `labels` (1 match, 0 no match) it scores the samples as paired; with `return_loss=True` and
-    no labels it trains on in-batch hard negatives sampled from the contrastive similarities.
+    no labels it trains on in-batch hard negatives, drawn by how alike the fusion's projections of the two sides are.
+    It has no shared embedding space (projections, logit scale): load the checkpoint as `XModalModel` for that.
     """
 
     def __init__(self, config: XModalConfig):
@@ -58,7 +60,9 @@ class XModalForMatching(_XModalHeadModel):
             raise ValueError(f"Matching needs two modalities in a batch; got only {list(towers)}.")
         extra = tower_outputs(towers, output_attentions, output_hidden_states)
         if labels is None and return_loss:
-            logits, used_labels = hard_negative_matching(self, towers)
+            # Without a shared embedding space, hard negatives are the pairs most alike as the fusion projects them.
+            embeds = {m: F.normalize(self.fusion.pooled_vector(m, out), dim=-1) for m, out in towers.items()}
+            logits, used_labels = hard_negative_matching(self, towers, embeds)
             return finish(XModalMatchingOutput(loss=matching_loss(logits, used_labels), logits=logits,
                                                labels=used_labels, pair_modalities=tuple(towers), **extra),
                           return_dict)
@@ -176,17 +180,6 @@ class _XModalDecoderHead(_XModalHeadModel):
                 m: DecoderBridge(size, width) for m, size in self.xmodal.tower_sizes.items() if m != "text"
             })
         self.lm_head = nn.Linear(tower_output_size(decoder_config), decoder_config.vocab_size, bias=False)
-        # Set on the pre-training head too, which does not generate itself: its checkpoints are loaded
-        # as `XModalForConditionalGeneration` to write captions and transcripts.
-        self.generation_config = decoder_generation_config(config)
-
-    def save_pretrained(self, save_directory, is_main_process=True, **kwargs):
-        """Also writes `generation_config.json` for a head that does not generate itself (pre-training), so
-        that its checkpoint generates with no token-id arguments wherever it is loaded."""
-        result = super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
-        if is_main_process and not self.can_generate():
-            self.generation_config.save_pretrained(save_directory)
-        return result
 
     def get_input_embeddings(self):
         """The decoder's token embeddings, as in `VisionEncoderDecoderModel` and Whisper (whose encoders read no
@@ -272,22 +265,24 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
 
     def __init__(self, config: XModalConfig):
         super().__init__(config)
+        self.generation_config = decoder_generation_config(config)
         self.post_init()
 
     def get_encoder(self):
         return self.fusion
 
     def adjust_generation_fn(self, *args, **kwargs):
-        """After `from_pretrained` loads the generation config: a checkpoint saved without
-        `generation_config.json` (pre-training checkpoints from before it was written) gets the decoder's,
-        so that `generate()` still needs no arguments."""
+        """After `from_pretrained` loads the generation config: a checkpoint without `generation_config.json` (that
+        of a head that does not generate, such as pre-training, which `transformers` saves without one) gets the
+        decoder's, so that `generate()` still needs no arguments."""
         super().adjust_generation_fn(*args, **kwargs)
         if self.generation_config.decoder_start_token_id is None:
             # Without the file the library builds one from config.json, whose only token ids are the text
             # tower's (no decoder start token): they are not the decoder's.
             self.generation_config = decoder_generation_config(self.config)
 
-    def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
+    # `main_input_name` first, as transformers expects (and as Whisper's and BLIP's generation heads do).
+    def forward(self, input_features=None, input_ids=None, attention_mask=None, pixel_values=None,
                 feature_attention_mask=None, token_type_ids=None, decoder_input_ids=None,
                 decoder_attention_mask=None, encoder_outputs=None, cache=None, labels=None, use_cache=None,
                 output_attentions=None, output_hidden_states=None, return_dict=None,
@@ -362,6 +357,9 @@ class XModalForPreTraining(_XModalDecoderHead):
     """Multi-task pre-training: contrastive + matching (hard negatives) + captioning (image -> text)
     + transcription (speech -> text), weighted by `config.loss_weights`, each part returned by name."""
 
+    uses_embedding_space = True
+    _keys_to_ignore_on_load_unexpected = None
+
     def __init__(self, config: XModalConfig):
         super().__init__(config)
         self.itm_head = nn.Linear(config.fusion_hidden_size, 2)
@@ -372,13 +370,18 @@ class XModalForPreTraining(_XModalDecoderHead):
                 output_hidden_states=None, return_dict=None) -> XModalForPreTrainingOutput:
         output_attentions, output_hidden_states, return_dict = output_options(
             self.config, output_attentions, output_hidden_states, return_dict)
-        towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
-                              token_type_ids, output_attentions, output_hidden_states)
-        embeds = {m: self.xmodal.project(m, out) for m, out in towers.items()}
+        # The base model's own forward runs the towers and gives the embeddings and the contrastive loss: its
+        # weights (the logit scale too) are then loaded before use when the model is dispatched with offloading.
+        given = sum(main_input is not None for main_input in (input_ids, pixel_values, input_features))
+        base = self.xmodal(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
+                           token_type_ids, return_loss=given > 1, output_attentions=output_attentions,
+                           output_hidden_states=output_hidden_states, return_dict=True)
+        towers = {m: base[spec.output] for m, spec in MODALITIES.items() if base.get(spec.output) is not None}
         parts = dict.fromkeys(("contrastive", "matching", "caption", "transcription"))
         matching_logits = caption_logits = transcription_logits = None
         if len(towers) > 1:
-            parts["contrastive"] = self.xmodal.contrastive_loss(embeds)
+            parts["contrastive"] = base.loss
+            embeds = {m: base[f"{m}_embeds"] for m in towers}
             matching_logits, matching_labels = hard_negative_matching(self, towers, embeds)
             parts["matching"] = matching_loss(matching_logits, matching_labels)
         if labels is not None:

@@ -38,6 +38,12 @@ def finish(model, processor, config, progress, train_seconds, command, state_dic
             save_config(config, staging / "merged" / "training_config.yaml")
         else:
             model.save_pretrained(staging, state_dict=state_dict)
+        if model.config.decoder_config is not None and not (staging / "generation_config.json").is_file():
+            # A pre-training head does not generate, so transformers saves no generation config for it; the
+            # folder is loaded to generate (pipelines, `generate()`), so it carries the decoder's.
+            from xmodal.modeling_xmodal import decoder_generation_config
+
+            decoder_generation_config(model.config).save_pretrained(staging)
         processor.save_pretrained(staging)
         save_config(config, staging / "training_config.yaml")
         metrics = {}

@@ -2,11 +2,10 @@
 shared space), with the processor beside them, so that a retrieval service embeds with onnxruntime alone.
 
 The graphs come from the TorchScript exporter (`torch.onnx.export(..., dynamo=False)`), deprecated but working in
-torch 2.13. The default `dynamo=True` exporter needs `onnxscript` and, through `torch.export`, fails on the
-towers' data-dependent branch `bool(attention_mask.all())` (`layers.padding_mask` skips the mask when nothing is
-padded). Tracing instead records the branch the example takes, so the examples here always hold a padded row
-(the masked path, which also gives the right answer on unpadded rows), and every graph is checked against
-PyTorch at a second batch size and length before it is kept.
+torch 2.13; the default `dynamo=True` exporter needs `onnxscript`, which xmodal does not install. Tracing records
+the branch the example takes (`layers.padding_mask` skips the mask of an unpadded batch in eager mode), so the
+examples here always hold a padded row (the masked path, which also gives the right answer on unpadded rows),
+and every graph is checked against PyTorch at a second batch size and length before it is kept.
 """
 
 import json

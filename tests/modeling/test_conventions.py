@@ -1,6 +1,7 @@
-"""The `transformers` conventions every head keeps (those its `ModelTesterMixin` checks): `return_dict`, output
-options read from the config, feature getters, token-embedding resizing and tying, `is_encoder_decoder`,
-`main_input_name`, and evaluation losses that do not change from run to run."""
+"""The `transformers` conventions every head keeps (test_transformers_common.py runs transformers' own
+`ModelTesterMixin`): `return_dict`, output options read from the config, feature getters, token-embedding resizing
+and tying, `is_encoder_decoder`, `main_input_name`, evaluation losses that do not change from run to run, a gradient
+for every parameter under DDP, an attention implementation per tower, offloading, and `torch.export`."""
 
 import inspect
 
@@ -25,6 +26,7 @@ from .tiny import VOCAB, caption_labels, tiny_config, tiny_inputs
 DECODER_HEADS = (XModalForConditionalGeneration, XModalForPreTraining)
 ENCODER_HEADS = (XModalModel, XModalForMatching, XModalForSequenceClassification)
 ALL_CLASSES = ENCODER_HEADS + DECODER_HEADS
+HEADS = ALL_CLASSES[1:]  # on the base model
 TOWER_FIELDS = ("text_model_output", "vision_model_output", "audio_model_output")
 NUM_LAYERS = 2  # of every tiny tower: hidden states are the embeddings and one per layer
 
@@ -303,3 +305,83 @@ def test_hardest_negatives_are_the_most_similar_other_rows():
     similarity = torch.tensor([[9.0, 1.0, 3.0], [5.0, 9.0, 2.0], [0.0, 4.0, 9.0]])
     assert hardest_negatives(similarity).tolist() == [2, 0, 1]
     assert hardest_negatives(similarity[:1, :1]) is None
+
+
+# 9. every parameter learns under DDP ---------------------------------------------------------------------------
+@pytest.mark.parametrize("model_class", ALL_CLASSES)
+def test_ddp_with_gradient_checkpointing_and_no_unused_parameter_search_trains(model_class, tmp_path):
+    """What the Trainer sets up with gradient checkpointing under DDP (`find_unused_parameters=False`): a parameter
+    that a head's loss leaves without a gradient stops the next step. One process (gloo) is enough to see it."""
+    import torch.distributed as dist
+
+    model = build(model_class).train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    batches = [call_kwargs(model_class)]
+    if model_class is XModalForMatching:  # the other mode too: explicit match labels
+        batches.append({**tiny_inputs(), "labels": torch.tensor([1, 0, 1])})
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
+        for kwargs in [*batches, *batches]:
+            torch.manual_seed(0)
+            ddp(**kwargs).loss.backward()
+    finally:
+        dist.destroy_process_group()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+# 10. attention implementation per tower ------------------------------------------------------------------------
+def attention_implementations(model):
+    """{tower or part: the implementations its attention layers use}."""
+    found = {}
+    for name, module in model.named_modules():
+        if type(module).__name__ == "XModalAttention":
+            part = name.removeprefix("xmodal.").split(".")[0]
+            found.setdefault(part, set()).add(module.config._attn_implementation)
+    return found
+
+
+@pytest.mark.parametrize("model_class", ALL_CLASSES)
+def test_from_pretrained_honours_an_attention_implementation_per_tower(model_class, tmp_path):
+    build(model_class).save_pretrained(tmp_path)
+    asked = {"text_config": "eager", "vision_config": "sdpa", "audio_config": "eager"}
+    loaded = model_class.from_pretrained(tmp_path, attn_implementation=asked)
+    found = attention_implementations(loaded)
+    assert found["text_model"] == {"eager"} and found["vision_model"] == {"sdpa"} and found["audio_model"] == {"eager"}
+    # What is not named follows the top level ("sdpa" by default).
+    assert found.get("decoder", {"sdpa"}) == {"sdpa"} and found.get("fusion", {"sdpa"}) == {"sdpa"}
+    everything = model_class.from_pretrained(tmp_path, attn_implementation="eager")
+    assert set().union(*attention_implementations(everything).values()) == {"eager"}
+
+
+# 11. offloading with device_map ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("fusion_type", ["cross_attention", "concat"])
+@pytest.mark.parametrize("model_class", ALL_CLASSES)
+def test_from_pretrained_offloads_to_disk_and_gives_the_same_outputs(model_class, fusion_type, tmp_path):
+    pytest.importorskip("accelerate")
+    model = build(model_class, fusion_type=fusion_type)
+    model.save_pretrained(tmp_path / "model")
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    offloaded = model_class.from_pretrained(tmp_path / "model", device_map="auto", max_memory={"cpu": size // 3},
+                                            offload_folder=tmp_path / "offload").eval()
+    assert {"cpu", "disk"} <= set(offloaded.hf_device_map.values())
+    kwargs = call_kwargs(model_class)
+    with torch.no_grad():
+        assert_same(offloaded(**kwargs), model(**kwargs))
+    if model_class is XModalForConditionalGeneration:
+        with torch.no_grad():
+            inputs = tiny_inputs(("image",), batch_size=2)
+            generated = offloaded.generate(**inputs, max_new_tokens=3)
+            assert torch.equal(generated, model.generate(**inputs, max_new_tokens=3))
+
+
+# 12. torch.export ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model_class", [XModalModel, *(pytest.param(c, marks=pytest.mark.slow) for c in HEADS)])
+def test_forward_exports_with_torch_export(model_class):
+    """No data-dependent Python branch in forward (such as skipping an all-ones mask): `torch.export` traces it whole.
+    (`torch.compile(fullgraph=True)` traces the same code; it takes over a minute to compile on a CPU.)"""
+    model = build(model_class)
+    kwargs = call_kwargs(model_class)
+    exported = torch.export.export(model, args=(), kwargs=kwargs)
+    with torch.no_grad():
+        assert_same(exported.module()(**kwargs), model(**kwargs))

@@ -46,7 +46,7 @@ def test_train_writes_a_loadable_checkpoint_with_card_and_metrics(tmp_path, tiny
     metrics = train(config_from_dict(values))
     model_dir = tmp_path / "model"
     for name in ("model.safetensors", "config.json", "processor_config.json", "tokenizer.json", "README.md",
-                 "training_curve.png", "metrics.json", "metrics.md", "training_config.yaml"):
+                 "training_curve.png", "metrics.json", "metrics.md", "training_config.yaml", "generation_config.json"):
         assert (model_dir / name).is_file(), name
     # this process has at least the model and its data resident, and no CPU test process reaches 64 GiB
     assert 50 < metrics["train_peak_rss_mib"] < 65536
