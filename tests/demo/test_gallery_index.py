@@ -100,3 +100,12 @@ def test_gallery_mistakes_are_clear(assets, tmp_path):
         Predictor(assets["model"], gallery_dir=tmp_path / "nowhere").search_images(text="a cat")
     with pytest.raises(DemoInputError, match="No gallery folder: start the demo with --gallery DIR"):
         Predictor(assets["model"]).search_speech(text="a cat")
+
+
+def test_an_index_that_cannot_be_saved_serves_from_memory(assets, folder):
+    (folder / INDEX_FOLDER).write_text("a file where the index folder would go")  # mkdir fails, even for root
+    messages = []
+    predictor = Predictor(assets["model"], gallery_dir=folder)
+    index = GalleryIndex.open(folder, predictor.model_dir, predictor._embed_files, log=messages.append)
+    assert len(index.paths["image"]) == 5 and (folder / INDEX_FOLDER).is_file()
+    assert any(m.startswith("Could not save the gallery index") for m in messages)

@@ -112,7 +112,10 @@ class GalleryIndex:
             log("Gallery files left out: " + ", ".join(f"{reason}: {count}" for reason, count in skipped.items()))
         index = cls(folder, paths, embeddings, skipped)
         index.faiss_indices = {m: _faiss_index(e) for m, e in embeddings.items() if len(e) > faiss_above}
-        index._save(location, signatures)
+        try:
+            index._save(location, signatures)
+        except OSError as error:  # a read-only gallery: the index serves from memory, built again next time
+            log(f"Could not save the gallery index in {location} ({error.strerror or error}); it is kept in memory.")
         return index
 
     def _save(self, location, signatures):
