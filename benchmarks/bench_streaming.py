@@ -159,11 +159,13 @@ def main():
             peak, first, speed, wait = run_training([*overrides, "--set", f"training.max_steps={steps}"],
                                                     folder / f"run-{size}")
             rows.append([f"stream, {size:,} rows", fmt(peak), fmt(first), fmt(speed), f"{wait:.3f}"])
+            print(" | ".join(rows[-1]), flush=True)  # as it comes: a long run killed half-way keeps its rows
             payload["results"][f"stream_{size}"] = {"peak_rss_mib": peak, "first_step_s": first,
                                                     "samples_per_s": speed, "data_wait_fraction": wait}
         loader, model = loader_against_model(folder / f"stream-{sizes[0]}", folder / f"run-{sizes[0]}" / "model",
                                              batches=8 if args.quick else 20)
         payload["results"]["loader_vs_model"] = {"loader_samples_per_s": loader, "model_samples_per_s": model}
+        print(f"loader {loader:.1f} samples/s, model {model:.1f} samples/s", flush=True)
         scenes.save_to_disk(str(folder / "disk"))
         peak, first, speed, wait = run_training(["--set", "data.name=null", "--set", f"data.path={folder / 'disk'}",
                                                  "--set", f"training.max_steps={steps}"], folder / "run-memory")
