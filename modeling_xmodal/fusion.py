@@ -7,6 +7,7 @@ Every fusion takes the tower outputs of whichever modalities a batch has (a dict
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers.activations import ACT2FN
 
 from .layers import XModalTransformer, padding_mask
 from .modalities import MODALITY_NAMES
@@ -99,14 +100,19 @@ class _FusionBase(nn.Module):
 
 
 class ConcatFusion(_FusionBase):
-    """z = W [x; y; ...] over the pooled vectors of the modalities present (the seed's concatenation).
+    """z = LayerNorm(act(W [x; y; ...] + b)) over the pooled vectors of the modalities present (the seed's
+    concatenation).
 
-    A missing modality drops its block of columns from W, which is exactly concatenating fewer vectors.
+    The activation is what lets a head on z compare the modalities: without it z is a sum of one term per
+    modality (up to the norm), so a linear head scores text and image each on its own and a match / no-match
+    head stays at chance. A missing modality drops its block of columns from W, which is exactly concatenating
+    fewer vectors.
     """
 
     def __init__(self, config, tower_sizes, with_sequence=True):
         super().__init__(config, tower_sizes, with_sequence)
         self.proj = BlockLinear([tower_sizes[m] for m in self.modalities], self.hidden_size)
+        self.act = ACT2FN[config.hidden_act]
         self.norm = nn.LayerNorm(self.hidden_size, eps=config.layer_norm_eps)
 
     def pooled_vector(self, modality, output):
@@ -114,7 +120,8 @@ class ConcatFusion(_FusionBase):
 
     def forward(self, tower_outputs, output_attentions=False):
         present = self._present(tower_outputs)
-        pooled = self.norm(self.proj({self.modalities.index(m): tower_outputs[m].pooler_output for m in present}))
+        pooled = self.norm(self.act(self.proj({self.modalities.index(m): tower_outputs[m].pooler_output
+                                               for m in present})))
         states, mask = self._sequence(tower_outputs, present, pooled=pooled)
         return XModalFusionOutput(last_hidden_state=states, pooler_output=pooled, attention_mask=mask,
                                   modalities=tuple(present))

@@ -2,8 +2,9 @@
 
 1,797 8x8 digits (the UCI ML hand-written digits data, CC BY 4.0, bundled with scikit-learn, so
 no download) become small RGB images captioned "a handwritten seven". Each row also carries a
-`match_caption` that is right or wrong half the time, with `match` saying which, for a binary
-image-text matching example.
+`match_caption`, with `match` saying whether it is the image's own, for a binary image-text matching
+example: by default one row per image, right or wrong at random; with `balanced_pairs`, two rows per
+image, one right and one wrong.
 """
 
 from __future__ import annotations
@@ -66,9 +67,14 @@ def _png(pixels: np.ndarray, image_size: int) -> bytes:
     return buffer.getvalue()
 
 
-def build_digits_dataset(seed: int = 0, image_size: int = 32):
+def build_digits_dataset(seed: int = 0, image_size: int = 32, balanced_pairs: bool = False):
     """A `DatasetDict` (train / validation / test, 70/15/15, stratified) of digit images with
-    `caption`, `captions`, `label`, `match_caption` and `match`; deterministic from `seed`."""
+    `caption`, `captions`, `label`, `match_caption` and `match`; deterministic from `seed`.
+
+    `balanced_pairs`: every image twice, with its own caption (match) and with another digit's (mismatch).
+    Then neither the image nor the caption alone says whether a pair matches, so a matching model cannot
+    fit the training pairs by remembering which images came with a wrong caption: it has to compare them.
+    """
     from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Image, List, Value
 
     images, labels = load_digit_arrays()
@@ -87,6 +93,9 @@ def build_digits_dataset(seed: int = 0, image_size: int = 32):
         matches = rng.random(rows.size) < 0.5
         # a wrong digit: any of the nine others, uniformly
         others = (labels[rows] + rng.integers(1, len(DIGIT_WORDS), size=rows.size)) % len(DIGIT_WORDS)
+        if balanced_pairs:  # the draws above, as in the default build: the same splits and wrong digits
+            rows, others = np.repeat(rows, 2), np.repeat(others, 2)
+            matches = np.tile([True, False], rows.size // 2)
         paired = np.where(matches, labels[rows], others)
         columns = {
             "image": [{"bytes": _png(images[i], image_size), "path": None} for i in rows],

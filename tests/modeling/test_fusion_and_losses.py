@@ -15,7 +15,7 @@ def _towers(model, modalities, batch_size=3):
                          inputs.get("input_features"), inputs.get("feature_attention_mask"))
 
 
-def test_concat_fusion_is_a_projection_of_the_concatenated_pooled_vectors():
+def test_concat_fusion_is_an_activated_projection_of_the_concatenated_pooled_vectors():
     torch.manual_seed(0)
     model = XModalForSequenceClassification(tiny_config(fusion_type="concat")).eval()
     towers = _towers(model, ("text", "audio"))
@@ -24,7 +24,7 @@ def test_concat_fusion_is_a_projection_of_the_concatenated_pooled_vectors():
         weight = model.fusion.proj.weight
         text_cols, audio_cols = weight[:, :32], weight[:, 64:96]  # tower widths are 32: text, image, audio
         manual = towers["text"].pooler_output @ text_cols.t() + towers["audio"].pooler_output @ audio_cols.t()
-        manual = model.fusion.norm(manual + model.fusion.proj.bias)
+        manual = model.fusion.norm(F.gelu(manual + model.fusion.proj.bias))  # hidden_act: gelu
     torch.testing.assert_close(fused, manual)
 
 

@@ -55,3 +55,17 @@ def test_arrays_are_scikit_learns():
     images, labels = load_digit_arrays()
     reference = load_digits()
     assert np.array_equal(images, reference.images) and np.array_equal(labels, reference.target)
+
+
+def test_balanced_pairs_show_every_image_with_its_caption_and_a_wrong_one(digits):
+    balanced = build_digits_dataset(seed=0, balanced_pairs=True)
+    for name, split in balanced.items():
+        assert len(split) == 2 * len(digits[name])
+        match, label = np.array(split["match"]), np.array(split["label"])
+        assert match.tolist() == [1, 0] * len(digits[name]) and np.array_equal(label[::2], label[1::2])
+        assert split["match_caption"][::2] == split["caption"][::2] == digits[name]["caption"]
+        assert all(wrong != own for wrong, own in zip(split["match_caption"][1::2], split["caption"][1::2]))
+        # the same images, splits and wrong digits as the default build
+        assert split["image"][::2] == digits[name]["image"]
+        wrong = [c for c, m in zip(digits[name]["match_caption"], digits[name]["match"]) if not m]
+        assert [c for c, m in zip(split["match_caption"][1::2], digits[name]["match"]) if not m] == wrong
