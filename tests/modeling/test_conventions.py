@@ -3,6 +3,7 @@
 and tying, `is_encoder_decoder`, `main_input_name`, evaluation losses that do not change from run to run, a gradient
 for every parameter under DDP, an attention implementation per tower, offloading, and `torch.export`."""
 
+import gc
 import inspect
 
 import pytest
@@ -320,12 +321,17 @@ def test_ddp_with_gradient_checkpointing_and_no_unused_parameter_search_trains(m
     if model_class is XModalForMatching:  # the other mode too: explicit match labels
         batches.append({**tiny_inputs(), "labels": torch.tensor([1, 0, 1])})
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    ddp = None
     try:
         ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
         for kwargs in [*batches, *batches]:
             torch.manual_seed(0)
             ddp(**kwargs).loss.backward()
     finally:
+        # The DDP reducer holds the process group: freed before it, or destroying the group can hang (seen here
+        # in CI with torch 2.13; see `xmodal.trainers.loop.end_training`).
+        del ddp
+        gc.collect()
         dist.destroy_process_group()
     assert all(p.grad is not None for p in model.parameters())
 
