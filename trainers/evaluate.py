@@ -30,6 +30,7 @@ from .data import (
     load_raw_dataset,
     select_split,
 )
+from .data.encoding import tokenize_texts
 from .loading import load_head, resolve_model_dir
 from .metrics import (
     caption_relevance,
@@ -59,14 +60,6 @@ def _load_part(cls, model_dir):
     if model is None:
         raise ConfigError(f"{model_dir} has no weights for {cls.__name__} (missing {missing[:3]}).")
     return model
-
-
-def _tokenize(processor, texts, data_config):
-    """Captions as the training data tokenizes them."""
-    inputs = processor.tokenizer(list(texts), padding="longest", truncation=True,
-                                 max_length=data_config.max_text_length, return_tensors="pt")
-    inputs.pop("token_type_ids", None)
-    return dict(inputs)
 
 
 def _batches(dataset, indices, batch_size, collator):
@@ -201,7 +194,7 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
             metrics.update(retrieval_metrics(embeds, ks=tuple(evaluation.recall_at), relevant=_relevance(dataset)))
         if triples and "image" in embeds:
             metrics.update(composition_metrics(triples, embeds["image"], lambda texts: model.get_embeddings(
-                **_tokenize(processor, texts, config.data))["text"], batch_size=batch_size))
+                **tokenize_texts(processor, texts, config.data))["text"], batch_size=batch_size))
         del model
 
     if _weights_have(model_dir, "itm_head") and len(modalities) > 1:
@@ -219,7 +212,7 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
         if triples:
             def match_probability(rows, texts):
                 pixels = modality_inputs(collator([dataset[i] for i in rows]), "image")
-                return model(**pixels, **_tokenize(processor, texts, config.data)).logits.float().softmax(-1)[:, 1]
+                return model(**pixels, **tokenize_texts(processor, texts, config.data)).logits.float().softmax(-1)[:, 1]
 
             found = composition_metrics(triples, None, None, match_probability, batch_size=batch_size)
             metrics.update({k: v for k, v in found.items() if k.endswith("_matching")})

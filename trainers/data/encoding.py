@@ -41,6 +41,15 @@ def label_roles(task, data_config):
     return ("label",) if kind == "column" else ()
 
 
+def tokenize_texts(processor, texts, data_config):
+    """Captions as model inputs (`input_ids`, `attention_mask`), padded to the longest, cut at
+    `data.max_text_length`: the one way training, evaluation and its composition variants tokenize."""
+    inputs = dict(processor.tokenizer(list(texts), padding="longest", truncation=True,
+                                      max_length=data_config.max_text_length, return_tensors="pt"))
+    inputs.pop("token_type_ids", None)
+    return inputs
+
+
 def encode_prepared(prepared, processor, data_config, task, modalities):
     """Rows made ready by `prepare_row` -> model inputs as tensors. With several captions per item the
     caption tensors have one row per caption, and `caption_owner` says whose each is."""
@@ -51,9 +60,7 @@ def encode_prepared(prepared, processor, data_config, task, modalities):
             owners = [i for i, t in enumerate(texts) for _ in (t if isinstance(t, list) else [t])]
             texts = [c for t in texts for c in (t if isinstance(t, list) else [t])]
             batch["caption_owner"] = torch.tensor(owners)
-        batch.update(processor.tokenizer(texts, padding="longest", truncation=True,
-                                         max_length=data_config.max_text_length, return_tensors="pt"))
-        batch.pop("token_type_ids", None)
+        batch.update(tokenize_texts(processor, texts, data_config))
     if "image" in modalities:
         batch.update(processor.image_processor([p["image"] for p in prepared], return_tensors="pt"))
     if "audio" in modalities:
