@@ -1,4 +1,4 @@
-"""Turns raw text, images and sound into XModal inputs, and builds the built-in data.
+"""Turns raw text, images, sound and video into XModal inputs, and builds the built-in data.
 
 Names are resolved lazily so that `import xmodal.processing` stays cheap (no datasets, no
 soundfile) until a part is used.
@@ -10,7 +10,9 @@ _EXPORTS = {
     # processors
     "XModalImageProcessor": ".image_processing_xmodal",
     "XModalFeatureExtractor": ".feature_extraction_xmodal",
+    "XModalVideoProcessor": ".video_processing_xmodal",
     "XModalProcessor": ".processing_xmodal",
+    "load_video_audio": ".video_processing_xmodal",
     "train_tokenizer": ".tokenization_xmodal",
     "load_default_tokenizer": ".tokenization_xmodal",
     # built-in data
@@ -31,7 +33,7 @@ def __getattr__(name):
 
 
 # Importing `xmodal.processing` registers the processors with AutoImageProcessor,
-# AutoFeatureExtractor and AutoProcessor (the model package never imports processing), and
+# AutoFeatureExtractor, AutoVideoProcessor and AutoProcessor (the model package never imports processing), and
 # marks them with `register_for_auto_class` so that a saved processor carries its code. This is
 # the only place registration runs: the processor modules never import `.registration`.
 from .registration import register_processing_auto_classes  # noqa: E402

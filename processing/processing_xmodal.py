@@ -1,15 +1,21 @@
-"""One processor for every XModal input: text, images, audio and decoder targets, in any subset.
+"""One processor for every XModal input: text, images, audio, videos and decoder targets, in any subset.
 
 Outputs carry the names the model reads: `input_ids`, `attention_mask`, `pixel_values`,
-`input_features`, `feature_attention_mask` and `labels`.
+`input_features`, `feature_attention_mask`, `pixel_values_videos`, `video_frame_mask`,
+`video_timestamps` and `labels`.
 """
+
+import os
 
 import numpy as np
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.processing_utils import ProcessorMixin
+from transformers.processing_utils import MODALITY_TO_AUTOPROCESSOR_MAPPING, ProcessorMixin
+from transformers.utils import VIDEO_PROCESSOR_NAME
+from transformers.video_processing_utils import VideoProcessorMixin
 
 from .feature_extraction_xmodal import XModalFeatureExtractor, split_audio_batch
 from .image_processing_xmodal import XModalImageProcessor, split_image_batch
+from .video_processing_xmodal import XModalVideoProcessor, load_video_audio, split_video_batch
 
 _PADDING_CHOICES = (True, False, "longest", "max_length", "do_not_pad")
 
@@ -29,16 +35,19 @@ def _text_batch(text, name):
 
 
 class XModalProcessor(ProcessorMixin):
-    """Wraps `XModalImageProcessor`, `XModalFeatureExtractor`, a tokenizer (any `AutoTokenizer`) and, when the
-    decoder writes with another vocabulary than the text tower reads (a pretrained Whisper decoder next to a
-    MiniLM text tower), a `target_tokenizer` for the `labels` and for decoding generated ids.
+    """Wraps `XModalImageProcessor`, `XModalFeatureExtractor`, a tokenizer (any `AutoTokenizer`), an
+    `XModalVideoProcessor` and, when the decoder writes with another vocabulary than the text tower reads (a
+    pretrained Whisper decoder next to a MiniLM text tower), a `target_tokenizer` for the `labels` and for
+    decoding generated ids.
 
     Parts left out are built with defaults (the default tokenizer is trained once and cached); without a
     target tokenizer the tokenizer serves both. A separate one is saved in the `target_tokenizer/` subfolder.
+    The video processor comes last so that positional arguments keep their meaning, and a checkpoint saved
+    before it existed loads with a default one.
     """
 
     def __init__(self, image_processor=None, feature_extractor=None, tokenizer=None, target_tokenizer=None,
-                 **kwargs):
+                 video_processor=None, **kwargs):
         if image_processor is None:
             image_processor = XModalImageProcessor()
         if feature_extractor is None:
@@ -47,8 +56,21 @@ class XModalProcessor(ProcessorMixin):
             from .tokenization_xmodal import load_default_tokenizer
 
             tokenizer = load_default_tokenizer()
+        if video_processor is None:
+            video_processor = XModalVideoProcessor()
         super().__init__(image_processor, feature_extractor, tokenizer,
-                         tokenizer if target_tokenizer is None else target_tokenizer, **kwargs)
+                         tokenizer if target_tokenizer is None else target_tokenizer, video_processor, **kwargs)
+
+    def check_argument_for_proper_class(self, argument_name, argument):
+        """As `ProcessorMixin`, but the video processor is checked here: transformers 5.24 looks its base class
+        (`VideoProcessorMixin`) up by name in the top-level module, where it is missing without torchvision, and
+        then in the registered classes, where it fails on the per-backend dicts processors are registered with."""
+        if argument_name != "video_processor":
+            return super().check_argument_for_proper_class(argument_name, argument)
+        if not isinstance(argument, VideoProcessorMixin):
+            raise TypeError(f"Received a {type(argument).__name__} for argument video_processor, but a "
+                            "VideoProcessorMixin was expected.")
+        return VideoProcessorMixin
 
     @property
     def has_target_tokenizer(self):
@@ -60,7 +82,6 @@ class XModalProcessor(ProcessorMixin):
         `registration.py`) so that `AutoProcessor.from_pretrained(dir, trust_remote_code=True)` loads it
         where xmodal is not installed; the `target_tokenizer/` subfolder only when it differs from the tokenizer."""
         import copy
-        import os
         import shutil
 
         shared = not self.has_target_tokenizer
@@ -82,13 +103,31 @@ class XModalProcessor(ProcessorMixin):
     @classmethod
     def _load_tokenizer_from_pretrained(cls, sub_processor_type, pretrained_model_name_or_path, subfolder="",
                                         **kwargs):
-        import os
-
         if sub_processor_type == "target_tokenizer" and not os.path.isdir(
                 os.path.join(pretrained_model_name_or_path, subfolder, "target_tokenizer")):
             return None  # no vocabulary of its own: __init__ uses the tokenizer
         return super()._load_tokenizer_from_pretrained(sub_processor_type, pretrained_model_name_or_path,
                                                        subfolder=subfolder, **kwargs)
+
+    @classmethod
+    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+        """Loads the parts as `ProcessorMixin` does (its Auto class for each; tokenizers through
+        `_load_tokenizer_from_pretrained`), except that a checkpoint saved before videos existed, which holds
+        no video processor, gets None (a default one) instead of an error from `AutoVideoProcessor`."""
+        subfolder = kwargs.pop("subfolder", "")
+        saved_video = "video_processor" in (processor_dict or {}) or os.path.isfile(
+            os.path.join(pretrained_model_name_or_path, subfolder, VIDEO_PROCESSOR_NAME))
+        args = []
+        for name in cls.get_attributes():
+            if "tokenizer" in name:
+                args.append(cls._load_tokenizer_from_pretrained(name, pretrained_model_name_or_path,
+                                                                subfolder=subfolder, **kwargs))
+            elif name == "video_processor" and not saved_video:
+                args.append(None)
+            else:
+                args.append(MODALITY_TO_AUTOPROCESSOR_MAPPING[name].from_pretrained(
+                    pretrained_model_name_or_path, subfolder=subfolder, **kwargs))
+        return args
 
     @property
     def label_start_token_id(self):
@@ -103,24 +142,29 @@ class XModalProcessor(ProcessorMixin):
 
     def __call__(self, text=None, images=None, audio=None, sampling_rate=None, text_target=None,
                  return_tensors=None, padding=True, truncation=True, max_length=None,
-                 text_kwargs=None, images_kwargs=None, audio_kwargs=None, **kwargs):
-        """Process any subset of text, images, audio and `text_target`.
+                 text_kwargs=None, images_kwargs=None, audio_kwargs=None, videos=None, audio_from_videos=False,
+                 videos_kwargs=None, **kwargs):
+        """Process any subset of text, images, audio, videos and `text_target`.
 
         `padding`, `truncation` and `max_length` apply to the text and the labels; audio is padded
-        to the longest clip and cut at the feature extractor's `max_duration`, images are resized
-        (change either through `audio_kwargs` / `images_kwargs`). A list in one modality and a single
-        item in another is allowed (one image scored against many captions); two lists must have
-        the same length. `labels` are the target ids without the start token and ending with EOS,
-        padded with -100; the model shifts them right behind its decoder start token.
+        to the longest clip and cut at the feature extractor's `max_duration`, images are resized,
+        videos are sampled (`fps` or `num_frames`) and padded to the longest clip (change these through
+        `audio_kwargs` / `images_kwargs` / `videos_kwargs`). `audio_from_videos=True` reads the sound
+        track of each video (files or bytes) into `input_features` in place of `audio`. A list in one
+        modality and a single item in another is allowed (one image scored against many captions); two
+        lists must have the same length. `labels` are the target ids without the start token and ending
+        with EOS, padded with -100; the model shifts them right behind its decoder start token.
         """
         if kwargs:
             raise ValueError(f"XModalProcessor got unexpected arguments {sorted(kwargs)}; pass part-specific "
-                             "options in text_kwargs, images_kwargs or audio_kwargs.")
-        if text is None and images is None and audio is None and text_target is None:
-            raise ValueError("XModalProcessor needs at least one of text, images, audio or text_target.")
+                             "options in text_kwargs, images_kwargs, audio_kwargs or videos_kwargs.")
+        if text is None and images is None and audio is None and videos is None and text_target is None:
+            raise ValueError("XModalProcessor needs at least one of text, images, audio, videos or text_target.")
         if padding not in _PADDING_CHOICES:
             raise ValueError(f"padding must be one of {_PADDING_CHOICES}, got {padding!r}.")
-        self._check_batch_sizes(text=text, images=images, audio=audio, text_target=text_target)
+        self._check_batch_sizes(text=text, images=images, audio=audio, videos=videos, text_target=text_target)
+        if audio_from_videos:
+            audio = self._video_sound(videos, audio)
 
         data = {}
         if text is not None:
@@ -132,6 +176,8 @@ class XModalProcessor(ProcessorMixin):
             data.update(self.image_processor(images, **(images_kwargs or {})))
         if audio is not None:
             data.update(self.feature_extractor(audio, sampling_rate=sampling_rate, **(audio_kwargs or {})))
+        if videos is not None:
+            data.update(self.video_processor(videos, **(videos_kwargs or {})))
         if text_target is not None:
             data["labels"] = self._labels(text_target, padding, truncation, max_length)
         return BatchFeature(data, tensor_type=return_tensors)
@@ -145,6 +191,8 @@ class XModalProcessor(ProcessorMixin):
                 items, batched = _text_batch(value, name)
             elif name == "images":
                 items, batched = split_image_batch(value)
+            elif name == "videos":
+                items, batched = split_video_batch(value)
             else:
                 items, batched = split_audio_batch(value)
             if batched:
@@ -152,6 +200,19 @@ class XModalProcessor(ProcessorMixin):
         if len(set(sizes.values())) > 1:
             described = " but ".join(f"{name} has {size} items" for name, size in sizes.items())
             raise ValueError(f"Batch sizes differ across inputs: {described}.")
+
+    @staticmethod
+    def _video_sound(videos, audio):
+        """The sound tracks of `videos` as `{"array", "sampling_rate"}` dicts for the feature extractor."""
+        if videos is None:
+            raise ValueError("audio_from_videos=True needs videos= (video files or their bytes).")
+        if audio is not None:
+            raise ValueError("Pass audio= or audio_from_videos=True, not both: each fills input_features.")
+        clips, is_batched = split_video_batch(videos)
+        tracks = [load_video_audio(clip, where=f"videos[{index}]" if is_batched else "video")
+                  for index, clip in enumerate(clips)]
+        sound = [{"array": samples, "sampling_rate": rate} for samples, rate in tracks]
+        return sound if is_batched else sound[0]
 
     def _labels(self, text_target, padding, truncation, max_length):
         """Decoder targets: ids without the start token, right-padded with -100."""

@@ -100,7 +100,7 @@ def scene_captions(groups: list[Group], axis: str) -> list[str]:
     return list(dict.fromkeys(captions))  # unsized phrasings repeat when no group has a size word
 
 
-def _weighted(rng: random.Random, weights: dict):
+def weighted(rng: random.Random, weights: dict):
     return rng.choices(list(weights), weights=list(weights.values()))[0]
 
 
@@ -121,7 +121,7 @@ def novel_pairs(num_emoji: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return subset, held_out
 
 
-def _pick_emoji(rng: random.Random, kinds: int, held_out: np.ndarray, novel: bool) -> list[int]:
+def pick_emoji(rng: random.Random, kinds: int, held_out: np.ndarray, novel: bool) -> list[int]:
     """Subset positions of `kinds` distinct emoji whose pairs are all held out (novel) or all
     allowed (otherwise); fewer kinds when no such emoji remain."""
     candidates = np.flatnonzero(held_out.any(axis=1)) if novel else np.arange(held_out.shape[0])
@@ -164,10 +164,10 @@ def _sample_sizes(rng: random.Random, counts: list[int], side: int) -> tuple[lis
 
 
 def _sample_scene(scene_id: str, rng: random.Random, subset, held_out, novel: bool, side: int) -> Scene:
-    kinds = _weighted(rng, _NOVEL_KIND_WEIGHTS if novel else _KIND_WEIGHTS)
-    picked = _pick_emoji(rng, kinds, held_out, novel)
+    kinds = weighted(rng, _NOVEL_KIND_WEIGHTS if novel else _KIND_WEIGHTS)
+    picked = pick_emoji(rng, kinds, held_out, novel)
     if len(picked) == 1:
-        counts = [_weighted(rng, _COUNT_WEIGHTS)]
+        counts = [weighted(rng, _COUNT_WEIGHTS)]
     elif len(picked) == 2:
         counts = rng.choices([[1, 1], [2, 1], [1, 2]], weights=[0.6, 0.2, 0.2])[0]
     else:

@@ -170,7 +170,7 @@ def build_scene_dataset(
     if audio_format not in AUDIO_FORMATS:
         raise ValueError(f"audio_format must be one of {AUDIO_FORMATS}, got {audio_format!r}")
     folder = Path(output_dir if output_dir is not None else default_cache_dir()) / _folder_name(params)
-    if _is_build_of(folder, params):
+    if is_build_of(folder, params):
         return load_scene_dataset(folder)
     started = time.perf_counter()
     plan = plan_scenes(seed=seed, num_emoji=num_emoji, image_size=image_size,
@@ -180,13 +180,13 @@ def build_scene_dataset(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        with _datasets_progress(progress):
+        with datasets_progress(progress):
             dataset = _write_splits(plan, staging, image_size, with_speech, audio_format, num_proc, progress)
             dataset.save_to_disk(str(staging / "data"))
         total, elapsed = sum(map(len, plan.values())), time.perf_counter() - started
         stats = {"seconds": round(elapsed, 1), "scenes_per_second": round(total / max(elapsed, 1e-9), 1)}
         _finish_folder(staging, params, stats, {split: len(part) for split, part in dataset.items()})
-        if not _is_build_of(folder, params):  # else another process finished the same build first
+        if not is_build_of(folder, params):  # else another process finished the same build first
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(staging, folder)
     finally:
@@ -196,12 +196,12 @@ def build_scene_dataset(
     return load_scene_dataset(folder)
 
 
-def _is_build_of(folder: Path, params: dict) -> bool:
+def is_build_of(folder: Path, params: dict) -> bool:
     record = folder / "build_params.json"
     return record.is_file() and json.loads(record.read_text())["params"] == params
 
 
-class _datasets_progress:
+class datasets_progress:
     """Silence `datasets`' own progress bars (saving, loading) when `progress` is off."""
 
     def __init__(self, progress: bool):
@@ -252,13 +252,13 @@ def _finish_folder(staging: Path, params: dict, stats: dict, sizes: dict[str, in
     for entry in (staging / "data").iterdir():
         os.replace(entry, staging / entry.name)
     (staging / "data").rmdir()
-    record = {"params": params, "stats": stats, "packages": _package_versions()}
+    record = {"params": params, "stats": stats, "packages": package_versions()}
     (staging / "build_params.json").write_text(json.dumps(record, indent=2))
     (staging / "emoji_names.json").write_text(json.dumps(emoji_names(), indent=0, ensure_ascii=False))
     (staging / "README.md").write_text(dataset_card(params, sizes, stats))
 
 
-def _package_versions() -> dict[str, str | None]:
+def package_versions() -> dict[str, str | None]:
     """Versions that decide the bytes of a build (identical data needs identical versions)."""
     from importlib.metadata import PackageNotFoundError, version
 

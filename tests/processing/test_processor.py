@@ -128,7 +128,7 @@ def test_bad_text_is_a_value_error(processor, text):
 
 def test_unknown_arguments_and_bad_padding(processor):
     with pytest.raises(ValueError, match="unexpected arguments"):
-        processor(text="a", videos=[1])
+        processor(text="a", movies=[1])
     with pytest.raises(ValueError, match="padding must be"):
         processor(text="a", padding="everywhere")
 
