@@ -31,7 +31,12 @@ from .video_plan import (
     state_at, visible_box,
 )
 
-__all__ = ["build_video_scenes", "decode_clip", "encode_clip", "render_frames", "narration_track", "video_features"]
+__all__ = [
+    "build_video_scenes", "build_videos_from_args", "decode_clip", "encode_clip", "render_frames", "narration_track",
+    "video_features",
+]
+
+DEFAULT_VIDEO_DIR = "data_cache/video_scenes"  # where `xmodal data build --videos` puts its builds
 
 VIDEO_CODECS = ("libx264", "mpeg4")  # the first one PyAV's FFmpeg can encode is used
 AUDIO_CODEC = "aac"
@@ -245,6 +250,17 @@ def build_video_scenes(
     if progress:
         print(f"Built {total} clips in {elapsed:.1f} s ({stats['clips_per_second']} clips/s): {folder}")
     return load_from_disk(str(folder))
+
+
+def build_videos_from_args(args):
+    """Run a video build from `xmodal data build --videos` options (an `argparse.Namespace`); returns the
+    `DatasetDict`. An option that is None was not given and takes `build_video_scenes`' own default, so
+    the sizes and the rest are written down once, in its signature."""
+    names = ("seed", "num_train", "num_validation", "num_test", "num_test_novel", "num_emoji", "image_size",
+             "num_proc")
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    out = args.out if args.out is not None else DEFAULT_VIDEO_DIR
+    return build_video_scenes(out, progress=not args.quiet, **given)
 
 
 def _write_splits(plan: dict[str, list[Clip]], staging: Path, num_proc: int, progress: bool) -> dict[str, int]:

@@ -16,7 +16,8 @@ DESCRIPTION = "Cross-modal models (text, image, speech) for the Hugging Face eco
 COMMANDS = {
     "train": "train (and evaluate) a model from a YAML config",
     "eval": "score a saved model: retrieval, matching, error rates, accuracy",
-    "data": "the built-in datasets: build them, export them as image/audio folders, WebDataset or Parquet",
+    "data": "the built-in datasets (emoji scenes, emoji videos): build them; export the scenes as image/audio "
+            "folders, WebDataset or Parquet",
     "inspect": "build the default model, save, reload, print sizes and a forward",
     "demo": "serve the Gradio demo (spaces_demo/app.py) on a checkpoint",
     "convert": "convert a model from another format into a transformers folder",
