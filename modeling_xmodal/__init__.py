@@ -1,4 +1,4 @@
-"""xmodal: cross-modal (text, image, speech) models as `transformers` classes.
+"""xmodal: cross-modal (text, image, speech, video) models as `transformers` classes.
 
 Importing the package registers the configs and models with the Auto classes, and marks them
 with `register_for_auto_class` so that a saved checkpoint carries its own code.
@@ -9,6 +9,7 @@ from .configuration_xmodal import (
     XModalConfig,
     XModalDecoderConfig,
     XModalTextConfig,
+    XModalVideoConfig,
     XModalVisionConfig,
 )
 from .fusion import FUSION_LAYERS
@@ -43,5 +44,6 @@ __all__ = [
     "XModalModel",
     "XModalPreTrainedModel",
     "XModalTextConfig",
+    "XModalVideoConfig",
     "XModalVisionConfig",
 ]

@@ -11,7 +11,7 @@ from transformers import PreTrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.utils import logging
 
-from .modalities import MODALITIES
+from .modalities import BASE_MODALITY_NAMES, MODALITIES
 
 logger = logging.get_logger(__name__)
 # Keys that `transformers` writes to or reads from a config.json besides the dataclass fields and the attributes
@@ -203,6 +203,49 @@ class XModalAudioConfig(PreTrainedConfig):
         return self.max_source_positions * 4
 
 
+class XModalVideoConfig(PreTrainedConfig):
+    """Built-in video tower (CLIP4Clip's "seqTransf"): each frame through an image tower, its pooled vector projected
+    to `hidden_size`, plus a learned position per frame index (up to `max_frames`), then a pre-LN Transformer over
+    the frames that attends only to real ones; the clip vector is the mean over real frames.
+
+    `frame_config` is the frame encoder (an `XModalVisionConfig` of any `encoder_type`, or any `transformers` vision
+    config); leave it None with `XModalConfig(share_vision_tower=True)`, where frames go through the model's own
+    vision tower. Mean pooling rather than a class token: projected (a linear map), the clip's embedding is then the
+    mean of its frames' embeddings, so every frame lies in the same shared space and can be scored on its own against
+    an image or a sentence (`XModalModel.get_video_frame_features`).
+    """
+
+    model_type = "xmodal_video_model"
+    base_config_key = "video_config"
+
+    frame_config: PreTrainedConfig | dict | None = None
+    max_frames: int = 32
+    hidden_size: int = 256
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-5
+    hidden_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    pooling: str = "mean"
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        self.frame_config = _as_config("frame_config", self.frame_config, XModalVisionConfig, "XModalVideoConfig")
+        super().__post_init__(**kwargs)
+        _check_choice(self, "pooling", {"mean"})
+        _check_positive(self, "max_frames", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                        "intermediate_size")
+        _check_probability(self, "hidden_dropout", "attention_dropout")
+        _check_heads(self)
+
+    # The frame encoder's config, walked by `transformers` as the composite's towers are (attention, dtype).
+    @property
+    def sub_configs(self):
+        return {"frame_config": type(self.frame_config)} if self.frame_config is not None else {}
+
+
 class XModalDecoderConfig(PreTrainedConfig):
     """Text decoder of the generation heads: causal self-attention plus cross-attention to the encoder."""
 
@@ -238,6 +281,7 @@ TOWER_CONFIG_CLASSES = {
     "text_config": XModalTextConfig,
     "vision_config": XModalVisionConfig,
     "audio_config": XModalAudioConfig,
+    "video_config": XModalVideoConfig,
     "decoder_config": XModalDecoderConfig,
 }
 _OWN_MODEL_TYPES = {cls.model_type: cls for cls in TOWER_CONFIG_CLASSES.values()}
@@ -261,21 +305,22 @@ CONTRASTIVE_LOSSES = ("clip", "sigmoid")
 DEFAULT_LOSS_WEIGHTS = {"contrastive": 1.0, "matching": 1.0, "caption": 1.0, "transcription": 1.0}
 
 
-def _as_config(key, value):
-    """A sub-config from a config, a dict (xmodal's own or any `transformers` model_type), or None."""
+def _as_config(key, value, default_class=None, owner="XModalConfig"):
+    """A sub-config from a config, a dict (xmodal's own or any `transformers` model_type; without one,
+    `default_class`, by default the tower's own), or None."""
     if value is None or isinstance(value, PreTrainedConfig):
         return value
     if not isinstance(value, dict):
-        raise ValueError(f"XModalConfig.{key} must be a config, a dict or None, got {type(value).__name__}.")
+        raise ValueError(f"{owner}.{key} must be a config, a dict or None, got {type(value).__name__}.")
     value = dict(value)
-    model_type = value.pop("model_type", None) or TOWER_CONFIG_CLASSES[key].model_type
+    model_type = value.pop("model_type", None) or (default_class or TOWER_CONFIG_CLASSES[key]).model_type
     value.pop("transformers_version", None)
     if model_type in _OWN_MODEL_TYPES:
-        warn_unknown_keys(_OWN_MODEL_TYPES[model_type], value, where=f"XModalConfig.{key}")
+        warn_unknown_keys(_OWN_MODEL_TYPES[model_type], value, where=f"{owner}.{key}")
         return _OWN_MODEL_TYPES[model_type](**value)
     if model_type not in CONFIG_MAPPING:
         raise ValueError(
-            f"XModalConfig.{key} has model_type={model_type!r}, which is neither an xmodal tower "
+            f"{owner}.{key} has model_type={model_type!r}, which is neither an xmodal tower "
             f"({sorted(_OWN_MODEL_TYPES)}) nor a known `transformers` model type."
         )
     return CONFIG_MAPPING[model_type](**value)
@@ -284,7 +329,9 @@ def _as_config(key, value):
 class XModalConfig(PreTrainedConfig):
     """Composite config: towers (a `None` tower is an absent modality), fusion, heads and losses.
 
-    With no tower given at all, the default tri-modal model (text, vision, audio and a decoder) is built.
+    With no tower given at all, the default tri-modal model (text, vision, audio and a decoder) is built; a video tower
+    is added with `video_config`. `share_vision_tower=True` runs video frames through the vision tower itself (one set
+    of weights for images and frames) instead of the video tower's own frame encoder.
 
     `is_encoder_decoder` describes the head built from the config, not the config's parts: each model sets it when
     built, True for the heads with a decoder (`XModalForConditionalGeneration`, `XModalForPreTraining`), False for
@@ -300,7 +347,9 @@ class XModalConfig(PreTrainedConfig):
     text_config: PreTrainedConfig | dict | None = None
     vision_config: PreTrainedConfig | dict | None = None
     audio_config: PreTrainedConfig | dict | None = None
+    video_config: PreTrainedConfig | dict | None = None
     decoder_config: PreTrainedConfig | dict | None = None
+    share_vision_tower: bool = False
     projection_dim: int = 256
     logit_scale_init_value: float = 2.6592
     logit_bias_init_value: float = -10.0
@@ -324,7 +373,7 @@ class XModalConfig(PreTrainedConfig):
         warn_unknown_keys(type(self), kwargs)
         towers = tuple(m.config_key for m in MODALITIES.values())
         if all(getattr(self, key) is None for key in towers) and self.decoder_config is None:
-            for key in (*towers, "decoder_config"):
+            for key in (*(MODALITIES[m].config_key for m in BASE_MODALITY_NAMES), "decoder_config"):
                 setattr(self, key, TOWER_CONFIG_CLASSES[key]())
         for key in (*towers, "decoder_config"):
             setattr(self, key, _as_config(key, getattr(self, key)))
@@ -368,6 +417,7 @@ class XModalConfig(PreTrainedConfig):
         for name, weight in self.loss_weights.items():
             if not isinstance(weight, (int, float)) or weight < 0:
                 raise ValueError(f"XModalConfig.loss_weights[{name!r}]={weight!r} must be a number >= 0.")
+        self._validate_video()
         if self.decoder_config is not None and self.text_config is not None:
             text_vocab = getattr(self.text_config, "vocab_size", None)
             if text_vocab is not None and self.decoder_config.vocab_size < text_vocab and (
@@ -378,11 +428,39 @@ class XModalConfig(PreTrainedConfig):
                     f"text_config.vocab_size={text_vocab}; the decoder writes the same tokens, so it must be >= it."
                 )
 
+    def _validate_video(self):
+        """The video tower has one frame encoder: its own (`video_config.frame_config`) or the vision tower."""
+        video, vision = MODALITIES["video"], MODALITIES["image"]
+        video_config = getattr(self, video.config_key)
+        if video_config is not None and not is_own_config(video_config, XModalVideoConfig):
+            raise ValueError(f"XModalConfig.{video.config_key} must be an XModalVideoConfig (model_type "
+                             f"{XModalVideoConfig.model_type!r}), got model_type {video_config.model_type!r}; a "
+                             "pretrained image model can encode the frames: as frame_config, or as the shared "
+                             "vision tower.")
+        if not isinstance(self.share_vision_tower, bool):
+            raise ValueError(f"XModalConfig.share_vision_tower={self.share_vision_tower!r} must be true or false.")
+        if self.share_vision_tower:
+            if video_config is None:
+                raise ValueError(f"XModalConfig.share_vision_tower=True but {video.config_key} is None: only a video "
+                                 "tower shares the vision tower; set video_config or share_vision_tower=False.")
+            if getattr(self, vision.config_key) is None:
+                raise ValueError(f"XModalConfig.share_vision_tower=True needs a vision tower to share, but "
+                                 f"{vision.config_key} is None; set it, or give {video.config_key}.frame_config.")
+            if getattr(video_config, "frame_config", None) is not None:
+                raise ValueError(f"XModalConfig.share_vision_tower=True runs frames through the vision tower (frames "
+                                 f"of its image size), so {video.config_key}.frame_config must be None; got a "
+                                 f"{type(video_config.frame_config).__name__}. Set one of the two.")
+        elif video_config is not None and is_own_config(video_config) and video_config.frame_config is None:
+            raise ValueError(f"XModalConfig.{video.config_key}.frame_config is None: give the frame encoder's config "
+                             "(e.g. XModalVisionConfig(encoder_type='cnn', ...)) or share_vision_tower=True to run "
+                             "frames through the vision tower.")
+
 
 __all__ = [
     "XModalAudioConfig",
     "XModalConfig",
     "XModalDecoderConfig",
     "XModalTextConfig",
+    "XModalVideoConfig",
     "XModalVisionConfig",
 ]

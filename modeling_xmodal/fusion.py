@@ -1,7 +1,7 @@
 """Fusion of modalities, picked by `config.fusion_type` from `FUSION_LAYERS`.
 
-Every fusion takes the tower outputs of whichever modalities a batch has (a dict keyed by
-"text", "image", "audio") and leaves absent modalities out: nothing is zero-filled.
+Every fusion takes the tower outputs of whichever modalities a batch has (a dict keyed by the names in
+`MODALITY_NAMES`) and leaves absent modalities out: nothing is zero-filled. A video's tokens are its frames.
 """
 
 import torch
@@ -161,11 +161,11 @@ class GatedFusion(_FusionBase):
 
 
 class CrossAttentionFusion(_FusionBase):
-    """ALBEF/BLIP-style fusion encoder: the query modality's tokens (text, else audio, else image)
+    """ALBEF/BLIP-style fusion encoder: the query modality's tokens (text, else audio, else video frames, else image)
     self-attend and cross-attend to the tokens of the other modalities present. A learned [FUSE]
     token at the front of the query stream gives the pooled vector."""
 
-    QUERY_ORDER = ("text", "audio", "image")
+    QUERY_ORDER = ("text", "audio", "video", "image")
 
     def __init__(self, config, tower_sizes, with_sequence=True):
         super().__init__(config, tower_sizes, with_sequence=True)  # its layers always work on tokens

@@ -13,7 +13,7 @@ from .modalities import MODALITIES
 TENSOR_INPUTS = tuple(name for spec in MODALITIES.values() for name in spec.inputs)
 MAIN_INPUTS = tuple(spec.main_input for spec in MODALITIES.values())
 # Float inputs whose NaN or inf would silently turn every output and the loss into NaN.
-FLOAT_INPUTS = (MODALITIES["image"].main_input, MODALITIES["audio"].main_input)
+FLOAT_INPUTS = tuple(MODALITIES[m].main_input for m in ("image", "audio", "video"))
 
 
 def is_tracing():
@@ -80,4 +80,29 @@ def check_model_inputs(config, **inputs):
     check_finite(inputs)
 
 
-__all__ = ["check_model_inputs", "is_tracing"]
+def collect_inputs(config, paired=True, **given):
+    """The modalities a call has, {modality: {input name: value}}, from the inputs `given` by their `forward` names
+    (`MODALITIES`), after the checks above and that the model has a tower for each. When the rows are `paired`
+    samples, they must agree on the batch size; unpaired calls (one image scored against many captions) need not."""
+    unknown = set(given) - set(TENSOR_INPUTS)
+    if unknown:
+        raise TypeError(f"Unknown model inputs {sorted(unknown)}; the inputs are {list(TENSOR_INPUTS)}.")
+    present = [m for m, spec in MODALITIES.items() if given.get(spec.main_input) is not None]
+    if not present:
+        names = ", ".join(f"`{spec.main_input}` ({m})" for m, spec in MODALITIES.items())
+        raise ValueError(f"No modality given: pass at least one of {names}. This model has {config.modalities}.")
+    for modality in present:
+        if getattr(config, MODALITIES[modality].config_key) is None:
+            raise ValueError(
+                f"Got `{MODALITIES[modality].main_input}` but this model has no {modality} tower "
+                f"({MODALITIES[modality].config_key}=None); it takes "
+                f"{[MODALITIES[m].main_input for m in config.modalities]}."
+            )
+    check_model_inputs(config, **given)
+    sizes = {MODALITIES[m].main_input: given[MODALITIES[m].main_input].shape[0] for m in present}
+    if paired and len(set(sizes.values())) > 1:
+        raise ValueError(f"All modalities must have the same batch size; got {sizes}.")
+    return {m: {name: given.get(name) for name in MODALITIES[m].inputs} for m in present}
+
+
+__all__ = ["check_model_inputs", "collect_inputs", "is_tracing"]

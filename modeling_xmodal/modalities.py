@@ -14,10 +14,14 @@ class Modality:
     """One input modality of an XModal model."""
 
     name: str
-    inputs: tuple  # the `forward` arguments that carry it; the first is the tensor, the others its masks
+    inputs: tuple  # the `forward` arguments that carry it; the first is the tensor, the others its masks (and times)
     tower: str  # attribute of `XModalModel` holding the tower
     projection: str  # attribute holding the projection into the shared embedding space
     config_key: str  # attribute of `XModalConfig` holding the tower's config
+    # The modality whose tower this one's is built on (video: each frame is an image), else None. Such a tower
+    # is not in the default model, and no single pretrained `transformers` model fills it: fill the one it is
+    # built on and share it (`XModalConfig.share_vision_tower`).
+    built_on: str | None = None
 
     @property
     def main_input(self):
@@ -35,14 +39,19 @@ MODALITIES = {
     "image": Modality("image", ("pixel_values",), "vision_model", "visual_projection", "vision_config"),
     "audio": Modality("audio", ("input_features", "feature_attention_mask"), "audio_model", "audio_projection",
                       "audio_config"),
+    # `video_timestamps` (seconds of each frame) is not read for positions (frame indices are, at the processor's
+    # fixed fps); it is taken so that a processor's output can be passed whole, and it travels with the frames.
+    "video": Modality("video", ("pixel_values_videos", "video_frame_mask", "video_timestamps"), "video_model",
+                      "video_projection", "video_config", built_on="image"),
 }
-MODALITY_NAMES = tuple(MODALITIES)  # the canonical order: text, image, audio
+MODALITY_NAMES = tuple(MODALITIES)  # the canonical order: text, image, audio, video
+BASE_MODALITY_NAMES = tuple(m.name for m in MODALITIES.values() if m.built_on is None)  # the default model's
 TARGET_INPUTS = ("labels",)  # decoder targets / class labels: not a modality, but droppable like one
 
 # Parts of a model that settings address; a tower part shares its modality's name.
-TOWER_PARTS = (*MODALITY_NAMES, "decoder")  # parts a pretrained model can fill
-PART_CONFIG_KEYS = {**{m.name: m.config_key for m in MODALITIES.values()}, "decoder": "decoder_config"}
-PARTS = ("text", "image", "audio", "projections", "fusion", "decoder", "heads")
+TOWER_PARTS = (*BASE_MODALITY_NAMES, "decoder")  # parts a pretrained model can fill
+PART_CONFIG_KEYS = {**{name: MODALITIES[name].config_key for name in BASE_MODALITY_NAMES}, "decoder": "decoder_config"}
+PARTS = (*MODALITY_NAMES, "projections", "fusion", "decoder", "heads")
 # Top-level module name (below `xmodal.` and PEFT's `base_model.model.`) -> its part.
 MODULE_PARTS = {
     **{m.tower: m.name for m in MODALITIES.values()},
@@ -73,5 +82,6 @@ def modality_inputs(batch, modality):
     return {key: batch[key] for key in keys if key in batch}
 
 
-__all__ = ["MODALITIES", "MODALITY_NAMES", "MODULE_PARTS", "Modality", "PARTS", "PART_CONFIG_KEYS",
-           "PROJECTION_MODALITY", "TARGET_INPUTS", "TOWER_PARTS", "modality_inputs", "parameter_part", "top_module"]
+__all__ = ["BASE_MODALITY_NAMES", "MODALITIES", "MODALITY_NAMES", "MODULE_PARTS", "Modality", "PARTS",
+           "PART_CONFIG_KEYS", "PROJECTION_MODALITY", "TARGET_INPUTS", "TOWER_PARTS", "modality_inputs", "parameter_part",
+           "top_module"]

@@ -15,10 +15,10 @@ from transformers.utils import logging
 
 from .configuration_xmodal import TOWER_CONFIG_CLASSES, XModalConfig, is_own_config
 from .fusion import FUSION_LAYERS, CrossAttentionFusion, _FusionBase, build_fusion
-from .input_checks import check_model_inputs
-from .losses import CONTRASTIVE_LOSSES, hardest_negatives, sample_hard_negatives
+from .input_checks import collect_inputs
+from .losses import CONTRASTIVE_LOSSES
 from .modalities import MODALITIES, PART_CONFIG_KEYS
-from .modeling_outputs import XModalOutput, XModalTowerOutput, finish, output_options
+from .modeling_outputs import XModalOutput, XModalTowerOutput, XModalVideoFrameOutput, finish, output_options
 from .towers import (
     HeInitConv2d,
     XModalPretrainedTower,
@@ -28,50 +28,20 @@ from .towers import (
     call_tower,
     tower_output_size,
 )
+from .video_tower import XModalVideoTransformer, shared_frame_features
 
 logger = logging.get_logger(__name__)
 
-# Logit names per ordered pair (rows, columns); image-text keeps CLIP's names.
+# Logit names per ordered pair (rows, columns); image-text keeps CLIP's names. Every pair present takes part in the
+# contrastive loss; the matching head scores the pairs with text, or all pairs when there is no text.
 PAIR_LOGITS = {
     ("image", "text"): ("logits_per_image", "logits_per_text"),
     ("audio", "text"): ("logits_audio_text", "logits_text_audio"),
     ("image", "audio"): ("logits_image_audio", "logits_audio_image"),
+    ("video", "text"): ("logits_video_text", "logits_text_video"),
+    ("video", "image"): ("logits_video_image", "logits_image_video"),
+    ("video", "audio"): ("logits_video_audio", "logits_audio_video"),
 }
-
-
-def collect_inputs(config, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
-                   feature_attention_mask=None, token_type_ids=None, paired=True):
-    """Checks which modalities a call has and, when the rows are `paired` samples, that they agree on the
-    batch size; returns {modality: inputs}. Unpaired calls (scoring one image against many captions)
-    may have any sizes."""
-    given = {"text": input_ids, "image": pixel_values, "audio": input_features}
-    present = {m: v for m, v in given.items() if v is not None}
-    if not present:
-        raise ValueError(
-            "No modality given: pass at least one of `input_ids` (text), `pixel_values` (images) or "
-            f"`input_features` (log-mel audio). This model has {config.modalities}."
-        )
-    for modality in present:
-        if getattr(config, MODALITIES[modality].config_key) is None:
-            raise ValueError(
-                f"Got `{MODALITIES[modality].main_input}` but this model has no {modality} tower "
-                f"({MODALITIES[modality].config_key}=None); it takes "
-                f"{[MODALITIES[m].main_input for m in config.modalities]}."
-            )
-    check_model_inputs(config, input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                       pixel_values=pixel_values, input_features=input_features,
-                       feature_attention_mask=feature_attention_mask)
-    sizes = {MODALITIES[m].main_input: v.shape[0] for m, v in present.items()}
-    if paired and len(set(sizes.values())) > 1:
-        raise ValueError(f"All modalities must have the same batch size; got {sizes}.")
-    inputs = {}
-    if input_ids is not None:
-        inputs["text"] = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-    if pixel_values is not None:
-        inputs["image"] = {"pixel_values": pixel_values}
-    if input_features is not None:
-        inputs["audio"] = {"input_features": input_features, "feature_attention_mask": feature_attention_mask}
-    return inputs
 
 
 class DecoderBridge(nn.Linear):
@@ -97,19 +67,11 @@ def whisper_prompt_ids(model):
     return prompt + [no_timestamps]
 
 
-def take_rows(output: XModalTowerOutput, index):
-    """The rows `index` of a tower output (for pairing samples with sampled negatives)."""
-    mask = output.attention_mask
-    return XModalTowerOutput(last_hidden_state=output.last_hidden_state[index],
-                             pooler_output=output.pooler_output[index],
-                             attention_mask=None if mask is None else mask[index])
-
-
 class XModalPreTrainedModel(PreTrainedModel):
     config_class = XModalConfig
     base_model_prefix = "xmodal"
     main_input_name = "input_ids"
-    input_modalities = ("image", "text", "audio")
+    input_modalities = ("image", "text", "audio", "video")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     # A fusion joins the tokens of several towers with its own learned vectors: it stays on one device.
@@ -125,12 +87,18 @@ class XModalPreTrainedModel(PreTrainedModel):
         # and decoder configs keep one asked for them (`attn_implementation={"text_config": "eager", ...}`) and
         # otherwise follow the top level; wrapped `transformers` towers resolve their own.
         for key in TOWER_CONFIG_CLASSES:
-            sub_config = getattr(config, key)
-            if is_own_config(sub_config):
-                requested = sub_config._attn_implementation
-                sub_config._attn_implementation_internal = (
-                    config._attn_implementation if requested is None
-                    else self._check_and_adjust_attn_implementation(requested, is_init_check=True))
+            self._resolve_attention(getattr(config, key), config._attn_implementation)
+
+    def _resolve_attention(self, sub_config, default):
+        """An xmodal sub-config keeps the implementation asked for it, else `default`; so do its own sub-configs
+        (the video tower's frame encoder), defaulting to it."""
+        if not is_own_config(sub_config):
+            return
+        requested = sub_config._attn_implementation
+        sub_config._attn_implementation_internal = (
+            default if requested is None else self._check_and_adjust_attn_implementation(requested, is_init_check=True))
+        for key in sub_config.sub_configs:
+            self._resolve_attention(getattr(sub_config, key), sub_config._attn_implementation)
 
     def post_init(self):
         """As `PreTrainedModel.post_init`; also makes `config.is_encoder_decoder` describe this head. A head builds
@@ -232,8 +200,8 @@ class XModalPreTrainedModel(PreTrainedModel):
             towers[modality] = pretrained
             configs[key] = pretrained.config
         configs.update({k: config_kwargs.pop(k) for k in list(config_kwargs) if k == "decoder_config"})
-        if all(configs.get(m.config_key) is None for m in MODALITIES.values()):
-            raise ValueError("from_towers_pretrained needs at least one of text=, vision=, audio=.")
+        if all(configs.get(m.config_key, config_kwargs.get(m.config_key)) is None for m in MODALITIES.values()):
+            raise ValueError("from_towers_pretrained needs at least one of text=, vision=, audio= (or video_config=).")
         if "decoder" in towers:
             config_kwargs.setdefault("decoder_prompt_ids", whisper_prompt_ids(towers["decoder"]))
         config = XModalConfig(**configs, **config_kwargs)
@@ -261,12 +229,18 @@ class XModalModel(XModalPreTrainedModel):
     def __init__(self, config: XModalConfig, add_projections=True):
         super().__init__(config)
         if not config.modalities:
-            raise ValueError("XModalConfig has no tower: set at least one of text_config, vision_config, audio_config.")
+            raise ValueError("XModalConfig has no tower: set at least one of "
+                             f"{', '.join(m.config_key for m in MODALITIES.values())}.")
         self.tower_sizes = {}
         for modality in config.modalities:
             spec = MODALITIES[modality]
             tower_config = getattr(config, spec.config_key)
-            setattr(self, spec.tower, build_tower(tower_config, modality))
+            if spec.built_on is None:
+                tower = build_tower(tower_config, modality)
+            else:  # the video tower: its own frame encoder, or the vision tower's pooled width when it shares it
+                shared = self.tower_sizes[spec.built_on] if config.share_vision_tower else None
+                tower = XModalVideoTransformer(tower_config, shared_frame_width=shared)
+            setattr(self, spec.tower, tower)
             self.tower_sizes[modality] = tower_output_size(tower_config)
             if add_projections:
                 setattr(self, spec.projection,
@@ -297,10 +271,17 @@ class XModalModel(XModalPreTrainedModel):
 
     def encode_towers(self, inputs, output_attentions=False, output_hidden_states=False):
         """Runs the tower of every modality in `inputs` (from `collect_inputs`)."""
-        return {
-            m: call_tower(getattr(self, MODALITIES[m].tower), m, kwargs, output_attentions, output_hidden_states)
-            for m, kwargs in inputs.items()
-        }
+        return {m: self.run_tower(m, kwargs, output_attentions, output_hidden_states) for m, kwargs in inputs.items()}
+
+    def run_tower(self, modality, inputs, output_attentions=False, output_hidden_states=False):
+        """One modality's tower on its inputs; for a tower built on another that it shares (video, with
+        `share_vision_tower`), that one encodes the frames first."""
+        spec, extra = MODALITIES[modality], {}
+        if spec.built_on is not None and self.config.share_vision_tower:
+            extra["frame_features"] = shared_frame_features(getattr(self.config, spec.config_key),
+                                                            getattr(self, MODALITIES[spec.built_on].tower), **inputs)
+        return call_tower(getattr(self, spec.tower), modality, inputs, output_attentions, output_hidden_states,
+                          **extra)
 
     def _projection(self, modality):
         """The projection of `modality` into the shared space."""
@@ -315,8 +296,7 @@ class XModalModel(XModalPreTrainedModel):
 
     def _features(self, modality, inputs, output_attentions=False, output_hidden_states=False):
         projection = self._projection(modality)
-        output = call_tower(getattr(self, MODALITIES[modality].tower), modality, inputs, output_attentions,
-                            output_hidden_states)
+        output = self.run_tower(modality, inputs, output_attentions, output_hidden_states)
         output.pooler_output = projection(output.pooler_output)
         return output
 
@@ -345,6 +325,35 @@ class XModalModel(XModalPreTrainedModel):
         """Audio tower output whose `pooler_output` is the projected (not normalised) audio embedding."""
         return self._get_features("audio", output_attentions, output_hidden_states, return_dict,
                                   input_features=input_features, feature_attention_mask=feature_attention_mask)
+
+    def get_video_features(self, pixel_values_videos, video_frame_mask=None, video_timestamps=None,
+                           output_attentions=None, output_hidden_states=None, return_dict=None) -> XModalTowerOutput:
+        """Video tower output (`last_hidden_state`: one state per frame) whose `pooler_output` is the projected (not
+        normalised) clip embedding."""
+        return self._get_features("video", output_attentions, output_hidden_states, return_dict,
+                                  pixel_values_videos=pixel_values_videos, video_frame_mask=video_frame_mask,
+                                  video_timestamps=video_timestamps)
+
+    def get_video_frame_features(self, pixel_values_videos, video_frame_mask=None, video_timestamps=None,
+                                 normalize=True) -> XModalVideoFrameOutput:
+        """Every frame of every clip in the shared space, for finding where in a video an image or a sentence
+        belongs: score them with `similarity(frame_embeds[i], embeds)` and read the time from `video_timestamps`.
+
+        A frame's embedding is its state after the temporal Transformer (it has seen the other frames) through the
+        video projection; with mean pooling, the clip's unnormalised embedding is the mean of its real frames'.
+        L2-normalised in float32 unless `normalize=False`, as `get_embeddings`; padding frames are zero vectors.
+        """
+        inputs = collect_inputs(self.config, pixel_values_videos=pixel_values_videos,
+                                video_frame_mask=video_frame_mask, video_timestamps=video_timestamps)
+        output = self.run_tower("video", inputs["video"])
+        projection = self._projection("video")
+        frames, clips = projection(output.last_hidden_state), projection(output.pooler_output)
+        if normalize:
+            frames, clips = F.normalize(frames.float(), dim=-1), F.normalize(clips.float(), dim=-1)
+        if video_frame_mask is not None:
+            frames = frames * video_frame_mask.unsqueeze(-1).to(frames.dtype)
+        return XModalVideoFrameOutput(frame_embeds=frames, video_embeds=clips, video_frame_mask=video_frame_mask,
+                                      video_timestamps=video_timestamps)
 
     def get_embeddings(self, normalize=True, **inputs):
         """{modality: embedding in the shared space} for every modality whose inputs are given (by their
@@ -375,12 +384,16 @@ class XModalModel(XModalPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
                 feature_attention_mask=None, token_type_ids=None, return_loss=None, output_attentions=None,
-                output_hidden_states=None, return_dict=None) -> XModalOutput:
+                output_hidden_states=None, return_dict=None, pixel_values_videos=None, video_frame_mask=None,
+                video_timestamps=None) -> XModalOutput:
         output_attentions, output_hidden_states, return_dict = output_options(
             self.config, output_attentions, output_hidden_states, return_dict)
         # Without a loss, rows need not be pairs: N captions may be scored against one image (as CLIP allows).
-        inputs = collect_inputs(self.config, input_ids, attention_mask, pixel_values, input_features,
-                                feature_attention_mask, token_type_ids, paired=bool(return_loss))
+        inputs = collect_inputs(
+            self.config, paired=bool(return_loss), input_ids=input_ids, attention_mask=attention_mask,
+            pixel_values=pixel_values, input_features=input_features, feature_attention_mask=feature_attention_mask,
+            token_type_ids=token_type_ids, pixel_values_videos=pixel_values_videos, video_frame_mask=video_frame_mask,
+            video_timestamps=video_timestamps)
         towers = self.encode_towers(inputs, output_attentions, output_hidden_states)
         embeds = {m: self.project(m, out) for m, out in towers.items()}
         logits = {}
@@ -390,8 +403,7 @@ class XModalModel(XModalPreTrainedModel):
                 logits[name], logits[transposed_name] = matrix, matrix.t()
         loss = self.contrastive_loss(embeds) if return_loss else None
         return finish(XModalOutput(
-            loss=loss, **logits,
-            text_embeds=embeds.get("text"), image_embeds=embeds.get("image"), audio_embeds=embeds.get("audio"),
+            loss=loss, **logits, **{f"{m}_embeds": embeds.get(m) for m in MODALITIES},
             **{MODALITIES[m].output: out for m, out in towers.items()},
         ), return_dict)
 
@@ -422,40 +434,14 @@ class _XModalHeadModel(XModalPreTrainedModel):
         self.xmodal.set_input_embeddings(value)
 
     def _towers(self, input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
-                token_type_ids=None, output_attentions=False, output_hidden_states=False):
-        inputs = collect_inputs(self.config, input_ids, attention_mask, pixel_values, input_features,
-                                feature_attention_mask, token_type_ids)
+                token_type_ids=None, output_attentions=False, output_hidden_states=False, pixel_values_videos=None,
+                video_frame_mask=None, video_timestamps=None):
+        inputs = collect_inputs(
+            self.config, input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+            input_features=input_features, feature_attention_mask=feature_attention_mask,
+            token_type_ids=token_type_ids, pixel_values_videos=pixel_values_videos, video_frame_mask=video_frame_mask,
+            video_timestamps=video_timestamps)
         return self.xmodal.encode_towers(inputs, bool(output_attentions), bool(output_hidden_states))
-
-
-def matching_pairs(modalities):
-    """The pairs a matching head scores: image-text and audio-text, or image-audio when there is no text."""
-    pairs = [(a, "text") for a in ("image", "audio") if a in modalities and "text" in modalities]
-    if not pairs and "image" in modalities and "audio" in modalities:
-        pairs = [("image", "audio")]
-    return pairs
-
-
-def hard_negative_matching(model, towers, embeds):
-    """ITM with in-batch hard negatives for every matching pair: for each sample, one positive pair and two
-    negatives, the other side drawn by the similarity of the normalised `embeds` (in `eval()` the most similar one,
-    so that an evaluation loss does not change from run to run). The rows are the positive pairs sample by sample
-    (a sample's rows do not depend on the rest of the batch), then the negatives. Returns (logits, labels)."""
-    choose = sample_hard_negatives if model.training else hardest_negatives
-    positives, negatives = [], []
-    for a, b in matching_pairs(towers):
-        similarity = embeds[a] @ embeds[b].t()
-        negatives_for_a = choose(similarity)
-        positives.append(model.fusion({a: towers[a], b: towers[b]}).pooler_output)
-        if negatives_for_a is not None:
-            negatives_for_b = choose(similarity.t())
-            negatives.append(model.fusion({a: towers[a], b: take_rows(towers[b], negatives_for_a)}).pooler_output)
-            negatives.append(model.fusion({a: take_rows(towers[a], negatives_for_b), b: towers[b]}).pooler_output)
-    positives = torch.stack(positives, dim=1).flatten(0, 1)
-    logits = model.itm_head(torch.cat([positives, *negatives]))
-    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    labels[:positives.shape[0]] = 1
-    return logits, labels
 
 
 # Auto class -> "module.Class" for the config's `auto_map` (the code files travel with a checkpoint).
@@ -475,4 +461,5 @@ AUTO_MAP = {
 # the rest); `transformers` copies only the file of the saved class and what that imports, so the base model
 # would otherwise leave the heads' file behind.
 MODEL_FILES = ("configuration_xmodal.py", "fusion.py", "input_checks.py", "layers.py", "losses.py", "modalities.py",
-               "modeling_base.py", "modeling_outputs.py", "modeling_xmodal.py", "towers.py")
+               "modeling_base.py", "modeling_outputs.py", "modeling_xmodal.py", "towers.py",
+               "video_tower.py")

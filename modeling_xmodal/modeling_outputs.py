@@ -49,12 +49,31 @@ class XModalOutput(ModelOutput):
     logits_text_audio: torch.Tensor | None = None
     logits_image_audio: torch.Tensor | None = None
     logits_audio_image: torch.Tensor | None = None
+    logits_video_text: torch.Tensor | None = None
+    logits_text_video: torch.Tensor | None = None
+    logits_video_image: torch.Tensor | None = None
+    logits_image_video: torch.Tensor | None = None
+    logits_video_audio: torch.Tensor | None = None
+    logits_audio_video: torch.Tensor | None = None
     text_embeds: torch.Tensor | None = None
     image_embeds: torch.Tensor | None = None
     audio_embeds: torch.Tensor | None = None
+    video_embeds: torch.Tensor | None = None
     text_model_output: XModalTowerOutput | None = None
     vision_model_output: XModalTowerOutput | None = None
     audio_model_output: XModalTowerOutput | None = None
+    video_model_output: XModalTowerOutput | None = None
+
+
+@dataclass
+class XModalVideoFrameOutput(ModelOutput):
+    """Each frame of each clip in the shared space, (batch, frames, projection_dim), with the clips' embeddings and
+    the frame mask and times that say which frames are real and when they are."""
+
+    frame_embeds: torch.Tensor | None = None
+    video_embeds: torch.Tensor | None = None
+    video_frame_mask: torch.Tensor | None = None
+    video_timestamps: torch.Tensor | None = None
 
 
 @dataclass
@@ -73,6 +92,7 @@ class XModalMatchingOutput(ModelOutput):
     text_model_output: XModalTowerOutput | None = None
     vision_model_output: XModalTowerOutput | None = None
     audio_model_output: XModalTowerOutput | None = None
+    video_model_output: XModalTowerOutput | None = None
 
 
 @dataclass
@@ -84,6 +104,7 @@ class XModalSequenceClassifierOutput(ModelOutput):
     text_model_output: XModalTowerOutput | None = None
     vision_model_output: XModalTowerOutput | None = None
     audio_model_output: XModalTowerOutput | None = None
+    video_model_output: XModalTowerOutput | None = None
 
 
 @dataclass
@@ -108,6 +129,7 @@ class XModalSeq2SeqLMOutput(ModelOutput):
     text_model_output: XModalTowerOutput | None = None
     vision_model_output: XModalTowerOutput | None = None
     audio_model_output: XModalTowerOutput | None = None
+    video_model_output: XModalTowerOutput | None = None
 
 
 @dataclass
@@ -125,6 +147,7 @@ class XModalForPreTrainingOutput(ModelOutput):
     text_model_output: XModalTowerOutput | None = None
     vision_model_output: XModalTowerOutput | None = None
     audio_model_output: XModalTowerOutput | None = None
+    video_model_output: XModalTowerOutput | None = None
 
 
 def output_options(config, output_attentions=None, output_hidden_states=None, return_dict=None):

@@ -1,5 +1,5 @@
-"""XModal heads on the base model: image-text / audio-text matching, classification, and the two heads with a
-text decoder (conditional generation, multi-task pre-training). `AUTO_MAP` names these classes."""
+"""XModal heads on the base model: matching (image-text, audio-text, video-text...), classification, and the two
+heads with a text decoder (conditional generation, multi-task pre-training). `AUTO_MAP` names these classes."""
 
 import torch
 from torch import nn
@@ -9,22 +9,16 @@ from transformers.utils import logging
 
 from .configuration_xmodal import XModalConfig, is_own_config
 from .layers import XModalDecoder
-from .losses import matching_loss, token_loss, weighted_total
+from .losses import hardest_negatives, matching_loss, sample_hard_negatives, token_loss, weighted_total
 from .modalities import MODALITIES
-from .modeling_base import (
-    AUTO_MAP,
-    DecoderBridge,
-    XModalModel,
-    XModalPreTrainedModel,
-    _XModalHeadModel,
-    hard_negative_matching,
-)
+from .modeling_base import AUTO_MAP, PAIR_LOGITS, DecoderBridge, XModalModel, XModalPreTrainedModel, _XModalHeadModel
 from .modeling_outputs import (
     XModalEncoderOutput,
     XModalForPreTrainingOutput,
     XModalMatchingOutput,
     XModalSeq2SeqLMOutput,
     XModalSequenceClassifierOutput,
+    XModalTowerOutput,
     finish,
     output_options,
     tower_outputs,
@@ -34,8 +28,46 @@ from .towers import tower_output_size
 logger = logging.get_logger(__name__)
 
 
+def take_rows(output: XModalTowerOutput, index):
+    """The rows `index` of a tower output (for pairing samples with sampled negatives)."""
+    mask = output.attention_mask
+    return XModalTowerOutput(last_hidden_state=output.last_hidden_state[index],
+                             pooler_output=output.pooler_output[index],
+                             attention_mask=None if mask is None else mask[index])
+
+
+def matching_pairs(modalities):
+    """The pairs a matching head scores, in `PAIR_LOGITS` order: each other modality with text, or every pair
+    present when there is no text."""
+    present = [pair for pair in PAIR_LOGITS if pair[0] in modalities and pair[1] in modalities]
+    with_text = [pair for pair in present if "text" in pair]
+    return with_text or present
+
+
+def hard_negative_matching(model, towers, embeds):
+    """ITM with in-batch hard negatives for every matching pair: for each sample, one positive pair and two
+    negatives, the other side drawn by the similarity of the normalised `embeds` (in `eval()` the most similar one,
+    so that an evaluation loss does not change from run to run). The rows are the positive pairs sample by sample
+    (a sample's rows do not depend on the rest of the batch), then the negatives. Returns (logits, labels)."""
+    choose = sample_hard_negatives if model.training else hardest_negatives
+    positives, negatives = [], []
+    for a, b in matching_pairs(towers):
+        similarity = embeds[a] @ embeds[b].t()
+        negatives_for_a = choose(similarity)
+        positives.append(model.fusion({a: towers[a], b: towers[b]}).pooler_output)
+        if negatives_for_a is not None:
+            negatives_for_b = choose(similarity.t())
+            negatives.append(model.fusion({a: towers[a], b: take_rows(towers[b], negatives_for_a)}).pooler_output)
+            negatives.append(model.fusion({a: take_rows(towers[a], negatives_for_b), b: towers[b]}).pooler_output)
+    positives = torch.stack(positives, dim=1).flatten(0, 1)
+    logits = model.itm_head(torch.cat([positives, *negatives]))
+    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    labels[:positives.shape[0]] = 1
+    return logits, labels
+
+
 class XModalForMatching(_XModalHeadModel):
-    """Binary match head on fused features (image-text, audio-text).
+    """Binary match head on fused features (image-text, audio-text, video-text; without text, every pair given).
 
     Given `labels` (1 match, 0 no match) it scores the samples as paired; with `return_loss=True` and
     no labels it trains on in-batch hard negatives, drawn by how alike the fusion's projections of the two sides are.
@@ -51,11 +83,13 @@ class XModalForMatching(_XModalHeadModel):
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
                 feature_attention_mask=None, token_type_ids=None, labels=None, return_loss=None,
-                output_attentions=None, output_hidden_states=None, return_dict=None) -> XModalMatchingOutput:
+                output_attentions=None, output_hidden_states=None, return_dict=None, pixel_values_videos=None,
+                video_frame_mask=None, video_timestamps=None) -> XModalMatchingOutput:
         output_attentions, output_hidden_states, return_dict = output_options(
             self.config, output_attentions, output_hidden_states, return_dict)
         towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
-                              token_type_ids, output_attentions, output_hidden_states)
+                              token_type_ids, output_attentions, output_hidden_states, pixel_values_videos,
+                              video_frame_mask, video_timestamps)
         if len(towers) < 2:
             raise ValueError(f"Matching needs two modalities in a batch; got only {list(towers)}.")
         extra = tower_outputs(towers, output_attentions, output_hidden_states)
@@ -90,11 +124,13 @@ class XModalForSequenceClassification(_XModalHeadModel):
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
                 feature_attention_mask=None, token_type_ids=None, labels=None, output_attentions=None,
-                output_hidden_states=None, return_dict=None) -> XModalSequenceClassifierOutput:
+                output_hidden_states=None, return_dict=None, pixel_values_videos=None, video_frame_mask=None,
+                video_timestamps=None) -> XModalSequenceClassifierOutput:
         output_attentions, output_hidden_states, return_dict = output_options(
             self.config, output_attentions, output_hidden_states, return_dict)
         towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
-                              token_type_ids, output_attentions, output_hidden_states)
+                              token_type_ids, output_attentions, output_hidden_states, pixel_values_videos,
+                              video_frame_mask, video_timestamps)
         fusion_output = self.fusion(towers, output_attentions=output_attentions)
         pooled = fusion_output.pooler_output
         logits = self.classifier(self.dropout(pooled))
@@ -209,7 +245,7 @@ class _XModalDecoderHead(_XModalHeadModel):
     def encode(self, towers, output_attentions=False):
         """The fused token states the decoder attends to (a pretrained decoder: the bridged tower states)."""
         if self.decoder_bridges is not None:
-            present = [m for m in ("image", "audio") if towers.get(m) is not None]
+            present = [m for m in self.decoder_bridges if towers.get(m) is not None]
             if not present:
                 raise ValueError(f"A pretrained decoder writes from {list(self.decoder_bridges)}; got only "
                                  f"{[m for m in towers if towers[m] is not None]}.")
@@ -255,8 +291,8 @@ class _XModalDecoderHead(_XModalHeadModel):
 
 
 class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
-    """Encoder-decoder: a Transformer decoder writes text (captions, transcripts) while cross-attending
-    to the fused states of the modalities given (images, speech, text)."""
+    """Encoder-decoder: a Transformer decoder writes text (captions of images and videos, transcripts) while
+    cross-attending to the fused states of the modalities given (images, speech, text, video frames)."""
 
     # A `forward` argument, as transformers requires. The pipeline that reads it is automatic-speech-recognition,
     # which calls `generate(input_features=..., attention_mask=<the features' mask>)`; image-text-to-text passes
@@ -285,14 +321,15 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
     def forward(self, input_features=None, input_ids=None, attention_mask=None, pixel_values=None,
                 feature_attention_mask=None, token_type_ids=None, decoder_input_ids=None,
                 decoder_attention_mask=None, encoder_outputs=None, cache=None, labels=None, use_cache=None,
-                output_attentions=None, output_hidden_states=None, return_dict=None,
-                **kwargs) -> XModalSeq2SeqLMOutput:
+                output_attentions=None, output_hidden_states=None, return_dict=None, pixel_values_videos=None,
+                video_frame_mask=None, video_timestamps=None, **kwargs) -> XModalSeq2SeqLMOutput:
         output_attentions, output_hidden_states, return_dict = output_options(
             self.config, output_attentions, output_hidden_states, return_dict)
         towers = {}
         if encoder_outputs is None:
             towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
-                                  token_type_ids, output_attentions, output_hidden_states)
+                                  token_type_ids, output_attentions, output_hidden_states, pixel_values_videos,
+                                  video_frame_mask, video_timestamps)
             encoder_outputs = self.encode(towers, output_attentions=output_attentions)
         loss, logits, hidden, self_attentions, cross_attentions = self.decode(
             encoder_outputs, labels, decoder_input_ids, decoder_attention_mask, cache=cache if use_cache is not False
@@ -307,11 +344,13 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
 
     @torch.no_grad()
     def generate(self, inputs=None, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
-                 feature_attention_mask=None, token_type_ids=None, encoder_outputs=None, **kwargs):
+                 feature_attention_mask=None, token_type_ids=None, encoder_outputs=None, pixel_values_videos=None,
+                 video_frame_mask=None, video_timestamps=None, **kwargs):
         """Greedy or beam search (any `GenerationMixin` option) from the modalities given.
 
         The encoder runs once here and its states go to `GenerationMixin.generate` as `encoder_outputs`.
-        `inputs` may be any one modality, told apart by rank: 2-D token ids, 3-D log-mel features, 4-D pixels.
+        `inputs` may be any one modality, told apart by rank: 2-D token ids, 3-D log-mel features, 4-D pixels,
+        5-D video frames.
         With log-mel features and no token ids, `attention_mask` is the features' mask (as Whisper takes it, and
         as the automatic-speech-recognition pipeline passes it).
         """
@@ -322,14 +361,17 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
                 input_features = inputs
             elif inputs.dim() == 4:
                 pixel_values = inputs
+            elif inputs.dim() == 5:
+                pixel_values_videos = inputs
             else:
-                raise ValueError(f"`inputs` should be token ids (2-D), log-mel features (3-D) or pixels (4-D); "
-                                 f"got shape {tuple(inputs.shape)}.")
+                raise ValueError(f"`inputs` should be token ids (2-D), log-mel features (3-D), pixels (4-D) or video "
+                                 f"frames (5-D); got shape {tuple(inputs.shape)}.")
         if input_features is not None and input_ids is None and feature_attention_mask is None:
             feature_attention_mask, attention_mask = attention_mask, None
         if encoder_outputs is None:
             towers = self._towers(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
-                                  token_type_ids)
+                                  token_type_ids, pixel_values_videos=pixel_values_videos,
+                                  video_frame_mask=video_frame_mask, video_timestamps=video_timestamps)
             encoder_outputs = self.encode(towers)
         prompt = self.config.decoder_prompt_ids
         if prompt and kwargs.get("decoder_input_ids") is None:
@@ -355,7 +397,8 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
 
 class XModalForPreTraining(_XModalDecoderHead):
     """Multi-task pre-training: contrastive + matching (hard negatives) + captioning (image -> text)
-    + transcription (speech -> text), weighted by `config.loss_weights`, each part returned by name."""
+    + transcription (speech -> text), weighted by `config.loss_weights`, each part returned by name. Video takes
+    part in the contrastive and matching parts; video captioning is `XModalForConditionalGeneration`'s."""
 
     uses_embedding_space = True
     _keys_to_ignore_on_load_unexpected = None
@@ -367,15 +410,18 @@ class XModalForPreTraining(_XModalDecoderHead):
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
                 feature_attention_mask=None, token_type_ids=None, labels=None, output_attentions=None,
-                output_hidden_states=None, return_dict=None) -> XModalForPreTrainingOutput:
+                output_hidden_states=None, return_dict=None, pixel_values_videos=None, video_frame_mask=None,
+                video_timestamps=None) -> XModalForPreTrainingOutput:
         output_attentions, output_hidden_states, return_dict = output_options(
             self.config, output_attentions, output_hidden_states, return_dict)
         # The base model's own forward runs the towers and gives the embeddings and the contrastive loss: its
         # weights (the logit scale too) are then loaded before use when the model is dispatched with offloading.
-        given = sum(main_input is not None for main_input in (input_ids, pixel_values, input_features))
+        given = sum(main is not None for main in (input_ids, pixel_values, input_features, pixel_values_videos))
         base = self.xmodal(input_ids, attention_mask, pixel_values, input_features, feature_attention_mask,
                            token_type_ids, return_loss=given > 1, output_attentions=output_attentions,
-                           output_hidden_states=output_hidden_states, return_dict=True)
+                           output_hidden_states=output_hidden_states, return_dict=True,
+                           pixel_values_videos=pixel_values_videos, video_frame_mask=video_frame_mask,
+                           video_timestamps=video_timestamps)
         towers = {m: base[spec.output] for m, spec in MODALITIES.items() if base.get(spec.output) is not None}
         parts = dict.fromkeys(("contrastive", "matching", "caption", "transcription"))
         matching_logits = caption_logits = transcription_logits = None

@@ -9,6 +9,7 @@ from .configuration_xmodal import (
     XModalConfig,
     XModalDecoderConfig,
     XModalTextConfig,
+    XModalVideoConfig,
     XModalVisionConfig,
 )
 from .modeling_xmodal import (
@@ -31,7 +32,8 @@ MODEL_CLASSES = {
 
 def register_auto_classes():
     """Registers configs and models with the Auto classes; safe to call more than once."""
-    for config_class in (XModalConfig, XModalTextConfig, XModalVisionConfig, XModalAudioConfig, XModalDecoderConfig):
+    for config_class in (XModalConfig, XModalTextConfig, XModalVisionConfig, XModalAudioConfig, XModalVideoConfig,
+                         XModalDecoderConfig):
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
     XModalConfig.register_for_auto_class("AutoConfig")
     for auto_name, target in AUTO_MAP.items():

@@ -212,20 +212,24 @@ class _AudioSubsampler(nn.Module):
         self.act = nn.GELU()
 
     @staticmethod
-    def _downsample(mask):
+    def _downsample(mask, length):
+        """The mask of a stride-2 convolution's `length` outputs, (frames + 1) // 2 of them valid. The length is
+        the convolution's own output size, (n - 1) // 2 + 1 (= (n + 1) // 2): taken from it, `torch.compile`
+        with dynamic shapes sees one size where two formulas would make it guard on the value and recompile."""
         lengths = (mask.sum(dim=-1) + 1) // 2
-        return (torch.arange((mask.shape[-1] + 1) // 2, device=mask.device)[None] < lengths[:, None]).long()
+        return (torch.arange(length, device=mask.device)[None] < lengths[:, None]).long()
 
     def forward(self, features, mask):
         x = features.to(self.conv1.weight.dtype)
         if mask is not None:
             x = x * mask[:, None, :].to(x.dtype)
-            mask = self._downsample(mask)
         x = self.act(self.conv1(x))
         if mask is not None:
+            mask = self._downsample(mask, x.shape[-1])
             x = x * mask[:, None, :].to(x.dtype)
-            mask = self._downsample(mask)
         x = self.act(self.conv2(x))
+        if mask is not None:
+            mask = self._downsample(mask, x.shape[-1])
         return x.transpose(1, 2), mask
 
 
@@ -379,8 +383,9 @@ def tower_output_size(config):
     raise ValueError(f"Cannot tell the hidden size of a {type(config).__name__} tower; it has no `hidden_size`.")
 
 
-def call_tower(tower, modality, inputs, output_attentions=False, output_hidden_states=False) -> ModelOutput:
-    """Runs a tower on the inputs of its modality (a dict with the ecosystem's argument names)."""
+def call_tower(tower, modality, inputs, output_attentions=False, output_hidden_states=False, **extra) -> ModelOutput:
+    """Runs a tower on the inputs of its modality (a dict with the ecosystem's argument names); `extra` goes to a
+    tower that takes more (the video tower: frames the vision tower it shares has encoded)."""
     flags = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
     if modality == "text":
         if isinstance(tower, XModalPretrainedTower) and inputs.get("token_type_ids") is not None:
@@ -388,5 +393,7 @@ def call_tower(tower, modality, inputs, output_attentions=False, output_hidden_s
         return tower(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), **flags)
     if modality == "image":
         return tower(pixel_values=inputs["pixel_values"], **flags)
-    return tower(input_features=inputs["input_features"],
-                 feature_attention_mask=inputs.get("feature_attention_mask"), **flags)
+    if modality == "audio":
+        return tower(input_features=inputs["input_features"],
+                     feature_attention_mask=inputs.get("feature_attention_mask"), **flags)
+    return tower(**inputs, **flags, **extra)

@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xmodal.modalities import MODALITY_NAMES, PARTS, TARGET_INPUTS, TOWER_PARTS
+from xmodal.modalities import BASE_MODALITY_NAMES, PARTS, TARGET_INPUTS, TOWER_PARTS
 
 # task -> (model class name in `xmodal`, what `labels` means for it)
 TASKS = {
@@ -28,11 +28,14 @@ TASKS = {
 }
 DATASETS = ("scenes", "digits")  # built in
 # What a column means to a run (`data.columns`): the modalities, the class label, the decoder target.
-COLUMN_ROLES = (*MODALITY_NAMES, "label", "target")
+# Training reads text, images and speech; videos reach the model and the processor, not yet the data pipeline.
+DATA_MODALITIES = BASE_MODALITY_NAMES
+COLUMN_ROLES = (*DATA_MODALITIES, "label", "target")
 COLUMN_DEFAULTS = {"text": "caption", "image": "image", "audio": "audio", "label": None}  # target: the text column
 SPLIT_ROLES = ("train", "validation", "test")
 ON_ERROR = ("skip", "raise")
 PRECISIONS = ("auto", "bf16", "fp16", "no")
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")  # torch's AdamW, by the names of transformers' `optim`
 
 
 class ConfigError(ValueError):
@@ -60,7 +63,7 @@ class DataConfig:
     shuffle_buffer: int = 1000  # rows a stream is shuffled within
     build: bool = True
     build_args: dict = field(default_factory=dict)  # keyword arguments of build_scene_dataset / build_digits_dataset
-    modalities: list = field(default_factory=lambda: list(MODALITY_NAMES))
+    modalities: list = field(default_factory=lambda: list(DATA_MODALITIES))
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     max_text_length: int = 32
@@ -121,6 +124,13 @@ class TrainingConfig:
     num_processes: int = 1  # processes `xmodal train` starts (GPUs, or CPU processes joined by gloo)
     num_threads: int | None = None  # per process; None = cores / processes
     attn_implementation: str = "eager"
+    # Speed (issue 18; benchmarks/README.md): the AdamW kernel (OPTIMIZERS; fused by default, as transformers'
+    # `optim`), batches of similar lengths (less padding: each epoch's shuffled order is sorted by length within
+    # windows of 50 batches, as transformers' `group_by_length`), and `torch.compile` of the model (through
+    # Accelerate's dynamo plugin, dynamic shapes).
+    optimizer: str = "adamw_torch_fused"
+    group_by_length: bool = False
+    compile: bool = False
     pretrained: str | None = None  # start from a saved checkpoint folder instead of random weights
     report_to: list = field(default_factory=lambda: ["tensorboard"])
     progress_bar: bool = True
@@ -154,7 +164,7 @@ class LoraSettings:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0
-    parts: list = field(default_factory=lambda: list(MODALITY_NAMES))
+    parts: list = field(default_factory=lambda: list(DATA_MODALITIES))
     modules: list | None = None  # default: every attention and MLP projection of the parts
     modules_to_save: list | None = None  # default: the task head
 
@@ -305,11 +315,13 @@ def validate(config: RunConfig):
     if data.num_workers < 0 or data.shuffle_buffer < 1:
         raise ConfigError(f"data.num_workers={data.num_workers} must be >= 0 and data.shuffle_buffer="
                           f"{data.shuffle_buffer} >= 1.")
-    unknown = set(data.modalities) - set(MODALITY_NAMES)
+    unknown = set(data.modalities) - set(DATA_MODALITIES)
     if unknown or not data.modalities:
-        raise ConfigError(f"data.modalities={data.modalities!r}: choose a non-empty subset of {list(MODALITY_NAMES)}.")
+        raise ConfigError(f"data.modalities={data.modalities!r}: choose a non-empty subset of {list(DATA_MODALITIES)}.")
     if training.mixed_precision not in PRECISIONS:
         raise ConfigError(f"training.mixed_precision={training.mixed_precision!r}; choose one of {list(PRECISIONS)}.")
+    if training.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"training.optimizer={training.optimizer!r}; choose one of {list(OPTIMIZERS)}.")
     for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every", "num_processes",
                  "full_step_every"):
         if not isinstance(getattr(training, name), int) or getattr(training, name) <= 0:
@@ -323,7 +335,7 @@ def validate(config: RunConfig):
             training.max_minutes, (int, float)) or training.max_minutes <= 0):
         raise ConfigError(f"training.max_minutes={training.max_minutes!r} must be a positive number of minutes "
                           "(or null for no time budget).")
-    droppable = [*MODALITY_NAMES, *TARGET_INPUTS]
+    droppable = [*DATA_MODALITIES, *TARGET_INPUTS]
     if not isinstance(training.light_step_drop, list) or set(training.light_step_drop) - set(droppable):
         raise ConfigError(f"training.light_step_drop={training.light_step_drop!r}: choose a list from {droppable}.")
     if training.full_step_every > 1 and not training.light_step_drop:

@@ -10,12 +10,14 @@ does not multiply the loss by the world size.
     trainer.train()
 """
 
+from xmodal.modalities import MODALITIES
+
 from .config import DataConfig
 
 # Output fields the Trainer must not gather at evaluation: strings (which modalities were paired), nested
 # outputs and per-tower states. What remains are the logits that `compute_metrics` scores.
-IGNORE_AT_INFERENCE = ["labels", "pair_modalities", "fusion_output", "pooled_output", "text_model_output",
-                       "vision_model_output", "audio_model_output", "text_embeds", "image_embeds", "audio_embeds",
+IGNORE_AT_INFERENCE = ["labels", "pair_modalities", "fusion_output", "pooled_output",
+                       *(spec.output for spec in MODALITIES.values()), *(f"{name}_embeds" for name in MODALITIES),
                        "decoder_hidden_states", "decoder_attentions", "cross_attentions", "cache",
                        "encoder_last_hidden_state", "encoder_attention_mask", "matching_logits", "caption_logits",
                        "transcription_logits"]

@@ -35,6 +35,7 @@ LORA_TARGET_MODULES = {
     "text": ("text_model", SELF_ATTENTION_AND_MLP),
     "image": ("vision_model", SELF_ATTENTION_AND_MLP),
     "audio": ("audio_model", SELF_ATTENTION_AND_MLP),
+    "video": ("video_model", SELF_ATTENTION_AND_MLP),
     "fusion": ("fusion", WITH_CROSS_ATTENTION),
     "decoder": ("decoder", WITH_CROSS_ATTENTION),
 }

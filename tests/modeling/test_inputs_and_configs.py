@@ -143,7 +143,8 @@ def test_a_generation_head_without_a_decoder_config():
 
 def test_generate_rejects_inputs_of_unknown_rank():
     model = XModalForConditionalGeneration(tiny_config()).eval()
-    with pytest.raises(ValueError, match=r"`inputs` should be token ids \(2-D\), log-mel features \(3-D\) or pixels \(4-D\)"):
+    with pytest.raises(ValueError, match=r"`inputs` should be token ids \(2-D\), log-mel features \(3-D\), pixels "
+                                         r"\(4-D\) or video frames \(5-D\)"):
         model.generate(torch.ones(5))
 
 

@@ -1,4 +1,7 @@
-"""Common checks applied to every model class, as transformers' ModelTesterMixin does."""
+"""Common checks applied to every model class, as transformers' ModelTesterMixin does.
+
+Each head's `...Spec` says how to call it and what its output looks like; `Test...` adds the head's own tests.
+test_video_tower.py runs the same common checks on models with a video tower through the specs."""
 
 import itertools
 
@@ -20,14 +23,15 @@ from xmodal import (
     XModalForSequenceClassification,
     XModalModel,
 )
+from xmodal.modeling_base import PAIR_LOGITS
 
 from .tiny import VOCAB, caption_labels, tiny_config, tiny_inputs
 
 ALL = ("text", "image", "audio")
 
 
-def subsets(min_size):
-    return [s for n in range(min_size, 4) for s in itertools.combinations(ALL, n)]
+def subsets(min_size, modalities=ALL):
+    return [s for n in range(min_size, len(modalities) + 1) for s in itertools.combinations(modalities, n)]
 
 
 class XModalModelTesterMixin:
@@ -35,9 +39,15 @@ class XModalModelTesterMixin:
     auto_class = None
     min_modalities = 1
     fusion_type = "cross_attention"
+    modalities = ALL  # of the tiny model, all given to the common checks
 
     def config(self, **overrides):
-        return tiny_config(fusion_type=self.fusion_type, **overrides)
+        return tiny_config(modalities=self.modalities, fusion_type=self.fusion_type, **overrides)
+
+    def inputs(self, modalities=None, batch_size=3, seed=0, padded=True):
+        """Random inputs of `modalities` (default: all of the model's)."""
+        return tiny_inputs(self.modalities if modalities is None else modalities, batch_size, seed=seed,
+                           padded=padded)
 
     def loss_kwargs(self, batch_size):
         return {}
@@ -53,8 +63,8 @@ class XModalModelTesterMixin:
         torch.manual_seed(seed)
         return self.model_class(self.config(**overrides))
 
-    def run(self, model, modalities=ALL, batch_size=3, seed=0, with_loss=True, padded=True):
-        inputs = tiny_inputs(modalities, batch_size, seed=seed, padded=padded)
+    def run(self, model, modalities=None, batch_size=3, seed=0, with_loss=True, padded=True):
+        inputs = self.inputs(modalities, batch_size, seed=seed, padded=padded)
         if with_loss:
             inputs.update(self.loss_kwargs(batch_size))
         torch.manual_seed(1234)  # matching draws hard negatives at random
@@ -63,7 +73,7 @@ class XModalModelTesterMixin:
     # --- the common checks -------------------------------------------------------------------
     def test_forward_shapes_for_each_subset_of_modalities(self):
         model = self.model().eval()
-        for modalities in subsets(self.min_modalities):
+        for modalities in subsets(self.min_modalities, self.modalities):
             with torch.no_grad():
                 output = self.run(model, modalities, with_loss=False)
             self.check_shapes(output, modalities, 3)
@@ -85,7 +95,7 @@ class XModalModelTesterMixin:
         """
         model = self.model().double()
         inputs = {k: v.double() if v.is_floating_point() else v
-                  for k, v in tiny_inputs(ALL, 3, seed=0, padded=True).items()}
+                  for k, v in self.inputs(batch_size=3, seed=0, padded=True).items()}
         inputs.update(self.loss_kwargs(3))
         torch.manual_seed(1234)
         model(**inputs).loss.backward()
@@ -143,7 +153,7 @@ class XModalModelTesterMixin:
             one = self.per_sample(self.run(model, batch_size=1, with_loss=False, padded=False))
         assert seven.shape[0] == 7 and one.shape[0] == 1
         # tiny_inputs draws row 0 first for the same seed only for the first modality; compare by recomputing row 0.
-        first_row = {k: v[:1] for k, v in tiny_inputs(ALL, 7, padded=False).items()}
+        first_row = {k: v[:1] for k, v in self.inputs(batch_size=7, padded=False).items()}
         first_row.update(self.row_kwargs(1))
         with torch.no_grad():
             alone = self.per_sample(model(**first_row))
@@ -156,7 +166,7 @@ class XModalModelTesterMixin:
         assert torch.equal(self.run(first).loss, self.run(second).loss)
 
 
-class TestXModalModel(XModalModelTesterMixin):
+class XModalModelSpec(XModalModelTesterMixin):
     model_class = XModalModel
     auto_class = AutoModel
     min_modalities = 1
@@ -165,25 +175,25 @@ class TestXModalModel(XModalModelTesterMixin):
         return {"return_loss": True}
 
     def check_shapes(self, output, modalities, batch_size):
-        for modality, name in (("text", "text_embeds"), ("image", "image_embeds"), ("audio", "audio_embeds")):
-            embeds = getattr(output, name)
+        for modality in self.modalities:
+            embeds = getattr(output, f"{modality}_embeds")
             if modality in modalities:
                 assert embeds.shape == (batch_size, 16)
                 torch.testing.assert_close(embeds.norm(dim=-1), torch.ones(batch_size))
             else:
                 assert embeds is None
-        pairs = {("image", "text"): "logits_per_image", ("audio", "text"): "logits_audio_text",
-                 ("image", "audio"): "logits_image_audio"}
-        for (a, b), name in pairs.items():
+        for (a, b), (name, transposed_name) in PAIR_LOGITS.items():
             logits = getattr(output, name)
-            assert (logits is not None) == (a in modalities and b in modalities)
+            assert (logits is not None) == (a in modalities and b in modalities), name
             if logits is not None:
                 assert logits.shape == (batch_size, batch_size)
-        if "text" in modalities and "image" in modalities:
-            assert torch.equal(output.logits_per_text, output.logits_per_image.t())
+                assert torch.equal(getattr(output, transposed_name), logits.t())
 
     def per_sample(self, output):
-        return torch.cat([output.text_embeds, output.image_embeds, output.audio_embeds], dim=-1)
+        return torch.cat([getattr(output, f"{m}_embeds") for m in self.modalities], dim=-1)
+
+
+class TestXModalModel(XModalModelSpec):
 
     def test_sigmoid_loss_has_a_learnable_bias(self):
         model = self.model(contrastive_loss="sigmoid")
@@ -219,7 +229,7 @@ class TestXModalModel(XModalModelTesterMixin):
         torch.testing.assert_close(plain.audio_embeds, padded.audio_embeds, atol=1e-5, rtol=1e-5)
 
 
-class TestXModalForMatching(XModalModelTesterMixin):
+class XModalForMatchingSpec(XModalModelTesterMixin):
     model_class = XModalForMatching
     auto_class = AutoModelForNextSentencePrediction
     min_modalities = 2
@@ -229,10 +239,13 @@ class TestXModalForMatching(XModalModelTesterMixin):
 
     def check_shapes(self, output, modalities, batch_size):
         assert output.logits.shape == (batch_size, 2)
-        assert output.pair_modalities == tuple(m for m in ALL if m in modalities)
+        assert output.pair_modalities == tuple(m for m in self.modalities if m in modalities)
 
     def per_sample(self, output):
         return output.logits
+
+
+class TestXModalForMatching(XModalForMatchingSpec):
 
     def test_hard_negative_batch_has_one_positive_and_two_negatives_per_pair(self):
         output = self.run(self.model(), ("text", "image"), batch_size=4)
@@ -246,12 +259,12 @@ class TestXModalForMatching(XModalModelTesterMixin):
         assert output.logits.shape == (3, 2) and torch.isfinite(output.loss)
 
 
-class TestXModalForSequenceClassification(XModalModelTesterMixin):
+class XModalForSequenceClassificationSpec(XModalModelTesterMixin):
     model_class = XModalForSequenceClassification
     auto_class = AutoModelForSequenceClassification
 
     def config(self, **overrides):
-        return tiny_config(fusion_type=self.fusion_type, num_labels=4, **overrides)
+        return super().config(num_labels=4, **overrides)
 
     def loss_kwargs(self, batch_size):
         return {"labels": torch.arange(batch_size) % 4}
@@ -263,6 +276,9 @@ class TestXModalForSequenceClassification(XModalModelTesterMixin):
     def per_sample(self, output):
         return output.logits
 
+
+class TestXModalForSequenceClassification(XModalForSequenceClassificationSpec):
+
     def test_multi_label(self):
         model = self.model(problem_type="multi_label_classification")
         labels = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 1], [1, 1, 1, 1]], dtype=torch.float)
@@ -272,7 +288,7 @@ class TestXModalForSequenceClassification(XModalModelTesterMixin):
         torch.testing.assert_close(output.loss, expected)
 
 
-class TestXModalForConditionalGeneration(XModalModelTesterMixin):
+class XModalForConditionalGenerationSpec(XModalModelTesterMixin):
     model_class = XModalForConditionalGeneration
     auto_class = AutoModelForSeq2SeqLM
 
@@ -282,8 +298,8 @@ class TestXModalForConditionalGeneration(XModalModelTesterMixin):
     def row_kwargs(self, batch_size):
         return self.loss_kwargs(batch_size)  # the decoder always needs targets in a forward
 
-    def run(self, model, modalities=ALL, batch_size=3, seed=0, with_loss=True, padded=True):
-        inputs = tiny_inputs(modalities, batch_size, seed=seed, padded=padded)
+    def run(self, model, modalities=None, batch_size=3, seed=0, with_loss=True, padded=True):
+        inputs = self.inputs(modalities, batch_size, seed=seed, padded=padded)
         inputs.update(self.loss_kwargs(batch_size))
         return model(**inputs)
 
@@ -293,6 +309,9 @@ class TestXModalForConditionalGeneration(XModalModelTesterMixin):
 
     def per_sample(self, output):
         return output.logits.flatten(1)
+
+
+class TestXModalForConditionalGeneration(XModalForConditionalGenerationSpec):
 
     def test_speech_seq2seq_auto_class(self, tmp_path):
         self.model().save_pretrained(tmp_path)
@@ -335,7 +354,7 @@ class TestXModalForConditionalGeneration(XModalModelTesterMixin):
         assert torch.equal(by_name, by_rank)
 
 
-class TestXModalForPreTraining(XModalModelTesterMixin):
+class XModalForPreTrainingSpec(XModalModelTesterMixin):
     model_class = XModalForPreTraining
     auto_class = AutoModelForPreTraining
     min_modalities = 2
@@ -346,8 +365,8 @@ class TestXModalForPreTraining(XModalModelTesterMixin):
     def row_kwargs(self, batch_size):
         return self.loss_kwargs(batch_size)
 
-    def run(self, model, modalities=ALL, batch_size=3, seed=0, with_loss=True, padded=True):
-        inputs = tiny_inputs(modalities, batch_size, seed=seed, padded=padded)
+    def run(self, model, modalities=None, batch_size=3, seed=0, with_loss=True, padded=True):
+        inputs = self.inputs(modalities, batch_size, seed=seed, padded=padded)
         inputs.update(self.loss_kwargs(batch_size))
         torch.manual_seed(1234)
         return model(**inputs)
@@ -362,6 +381,8 @@ class TestXModalForPreTraining(XModalModelTesterMixin):
     def per_sample(self, output):
         return torch.cat([output.caption_logits.flatten(1), output.transcription_logits.flatten(1)], dim=1)
 
+
+class TestXModalForPreTraining(XModalForPreTrainingSpec):
     def test_total_is_the_weighted_sum_of_the_named_parts(self):
         weights = {"contrastive": 0.5, "matching": 2.0, "caption": 1.5, "transcription": 0.25}
         output = self.run(self.model(loss_weights=weights))

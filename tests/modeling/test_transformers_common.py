@@ -28,12 +28,14 @@ from xmodal import (
     XModalForSequenceClassification,
     XModalModel,
     XModalTextConfig,
+    XModalVideoConfig,
     XModalVisionConfig,
 )
+from xmodal.modalities import MODALITY_NAMES
 from xmodal.modeling_xmodal import shift_tokens_right
 
 from .test_conventions import ALL_CLASSES, DECODER_HEADS
-from .tiny import caption_labels, tiny_config, tiny_inputs
+from .tiny import caption_labels, tiny_config, tiny_inputs, tiny_video_inputs
 
 # The sdist ships only the top level of transformers' tests/; the two files import three modules from its
 # subfolders, which it leaves out. They are stood in for: the export and generation mixins by empty classes (their
@@ -160,6 +162,11 @@ class XModalCommonTests(ModelTesterMixin):
             inputs["labels"] = caption_labels(self.model_tester.batch_size)
         return inputs
 
+    def _video_features_prepare_config_and_inputs(self):
+        """`get_video_features` needs a model with a video tower, which the tiny config of the other tests leaves out
+        (the library's fallback would pass it the images renamed): the four-modality tiny config and clips."""
+        return tiny_config(MODALITY_NAMES), tiny_video_inputs(batch_size=BATCH)
+
     def test_config(self):
         ConfigTester(self, config_class=XModalConfig, has_text_modality=False,
                      common_properties=["projection_dim", "logit_scale_init_value"]).run_common_tests()
@@ -217,7 +224,8 @@ for _model_class in ALL_CLASSES:
 
 class TestXModalTowerConfigs(unittest.TestCase):
     def test_tower_configs(self):
-        for config_class in (XModalTextConfig, XModalVisionConfig, XModalAudioConfig, XModalDecoderConfig):
+        for config_class in (XModalTextConfig, XModalVisionConfig, XModalAudioConfig, XModalVideoConfig,
+                             XModalDecoderConfig):
             reads_tokens = "vocab_size" in config_class.__annotations__
             ConfigTester(self, config_class=config_class, has_text_modality=reads_tokens, hidden_size=36,
                          num_attention_heads=2).run_common_tests()

@@ -1,10 +1,30 @@
-"""Tiny configs and inputs shared by the model tests (hidden 32, 2 layers, 32 px images)."""
+"""Tiny configs and inputs shared by the model tests (hidden 32, 2 layers, 32 px images; videos of up to 6 frames
+of 16 px through a small CNN, or of 32 px through the shared vision tower)."""
 
 import torch
 
-from xmodal import XModalAudioConfig, XModalConfig, XModalDecoderConfig, XModalTextConfig, XModalVisionConfig
+from xmodal import (
+    XModalAudioConfig,
+    XModalConfig,
+    XModalDecoderConfig,
+    XModalTextConfig,
+    XModalVideoConfig,
+    XModalVisionConfig,
+)
 
 VOCAB = 99
+MAX_FRAMES = 6
+
+
+def tiny_video_config(shared=False, frame_config=None):
+    """A video tower over at most MAX_FRAMES frames: its own frame encoder (`frame_config`, by default a 16-px CNN),
+    or none (`shared`: frames go through the vision tower, `share_vision_tower=True`)."""
+    if frame_config is None and not shared:
+        frame_config = XModalVisionConfig(image_size=16, encoder_type="cnn", cnn_channels=[8, 16], hidden_size=24,
+                                          num_hidden_layers=0, num_attention_heads=2, intermediate_size=48,
+                                          pooling="mean")
+    return XModalVideoConfig(frame_config=frame_config, max_frames=MAX_FRAMES, hidden_size=32, num_hidden_layers=2,
+                             num_attention_heads=2, intermediate_size=64)
 
 
 def tiny_config(modalities=("text", "image", "audio"), decoder=True, **overrides):
@@ -19,6 +39,8 @@ def tiny_config(modalities=("text", "image", "audio"), decoder=True, **overrides
                                                     num_hidden_layers=2, num_attention_heads=2,
                                                     intermediate_size=64)),
     }
+    if "video" in modalities:
+        parts["video"] = ("video_config", tiny_video_config(shared=overrides.get("share_vision_tower", False)))
     kwargs = {key: None for key, _ in parts.values()}
     for modality in modalities:
         key, config = parts[modality]
@@ -53,6 +75,18 @@ def tiny_inputs(modalities=("text", "image", "audio"), batch_size=3, seed=0, pad
             mask[1, 28:] = 0
         inputs["feature_attention_mask"] = mask
     return inputs
+
+
+def tiny_video_inputs(batch_size=3, num_frames=4, size=16, seed=0, padded=True):
+    """Random clips of `num_frames` frames of `size` px; with `padded`, the second clip's last two frames are
+    padding. Timestamps as the processor gives them at 2 fps (0 for padding)."""
+    generator = torch.Generator().manual_seed(seed)
+    frames = torch.randn(batch_size, num_frames, 3, size, size, generator=generator)
+    mask = torch.ones(batch_size, num_frames, dtype=torch.long)
+    if padded and batch_size > 1:
+        mask[1, num_frames - 2:] = 0
+    times = torch.arange(num_frames, dtype=torch.float32).expand(batch_size, -1) / 2 * mask
+    return {"pixel_values_videos": frames, "video_frame_mask": mask, "video_timestamps": times}
 
 
 def caption_labels(batch_size=3, length=7, seed=1):

@@ -79,7 +79,7 @@ def test_learning_rate_scales_group_each_tower_with_its_projection():
 
 def test_learning_rate_scales_are_checked(tmp_path):
     for bad in ({"speech": 2.0}, {"audio": 0}, {"audio": "fast"}):
-        with pytest.raises(ConfigError, match=r"learning_rate_scales=.*'text', 'image', 'audio', 'fusion', 'decoder'"):
+        with pytest.raises(ConfigError, match=r"learning_rate_scales=.*'text', 'image', 'audio', 'video', 'fusion', 'decoder'"):
             config_from_dict(tiny_config(tmp_path, training={"learning_rate_scales": bad}))
     with pytest.raises(ConfigError, match=r"learning_rate_scales=\['audio'\]: expected a mapping, got a list"):
         config_from_dict(tiny_config(tmp_path, training={"learning_rate_scales": ["audio"]}))

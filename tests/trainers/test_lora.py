@@ -10,13 +10,13 @@ from xmodal.trainers.config import config_from_dict
 from xmodal.trainers.lora import LORA_TARGET_MODULES, target_modules_pattern
 from xmodal.trainers.loop import train
 
-from tests.modeling.tiny import tiny_config as tiny_model_config
+from tests.modeling.tiny import tiny_config as tiny_model_config, tiny_video_config
 
 from .helpers import tiny_config
 
 
 def test_target_modules_per_part():
-    model = xmodal.XModalForPreTraining(tiny_model_config())
+    model = xmodal.XModalForPreTraining(tiny_model_config(video_config=tiny_video_config()))
     names = [name for name, _ in model.named_modules()]
     for part, (prefix, modules) in LORA_TARGET_MODULES.items():
         chosen = [n for n in names if re.fullmatch(target_modules_pattern([part]), n)]
