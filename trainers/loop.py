@@ -32,6 +32,7 @@ from .data import (
     load_raw_dataset,
     make_processor,
     make_tokenizer,
+    row_lengths,
     select_split,
     validation_split_name,
 )
@@ -44,7 +45,7 @@ from .data.streaming import (
     text_sample,
 )
 from .export import finish
-from .optim import parameter_groups, warmup_cosine, within_budget
+from .optim import clip_gradients, make_optimizer, warmup_cosine, within_budget
 from .pretrained.compose import build_composed_model, resolve_towers
 from .run_log import DataClock, LossWindow, flat_hparams, log_step, peak_rss_mib, progress_bar
 
@@ -205,8 +206,13 @@ def make_accelerator(training, output_dir):
             trackers.remove("tensorboard")
     # Light steps leave some parameters out of the graph; DDP must then look for them every step.
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if training.full_step_every > 1 else []
+    dynamo = None
+    if training.compile:  # compiled once prepared (after the DDP wrapper); sizes that vary are marked dynamic
+        from accelerate.utils import TorchDynamoPlugin
+
+        dynamo = TorchDynamoPlugin(backend="inductor", dynamic=True)
     return Accelerator(
-        mixed_precision=resolve_precision(training.mixed_precision),
+        mixed_precision=resolve_precision(training.mixed_precision), dynamo_plugin=dynamo,
         kwargs_handlers=handlers,
         gradient_accumulation_plugin=GradientAccumulationPlugin(
             num_steps=training.gradient_accumulation_steps, sync_with_dataloader=False),
@@ -243,7 +249,8 @@ def make_loaders(data, config, accelerator):
         eval_loader = torch.utils.data.DataLoader(data.eval, batch_size=eval_batch, collate_fn=data.collator)
     if config.data.streaming:
         return None, None, eval_loader
-    sampler = EpochShuffleSampler(len(data.train), training.seed)
+    lengths = row_lengths(data.train) if training.group_by_length else None
+    sampler = EpochShuffleSampler(len(data.train), training.seed, lengths, training.batch_size)
     # The loader's own generator: creating an iterator draws a seed from it, and drawing from the global
     # RNG instead would shift the model's random draws (hard negatives, dropout) after a mid-epoch resume.
     train_loader = torch.utils.data.DataLoader(data.train, batch_size=training.batch_size, sampler=sampler,
@@ -287,9 +294,7 @@ def train(config, resume=False, command=None):
         from .lora import apply_lora
 
         model = apply_lora(model, config.lora, config.task)
-    groups = parameter_groups(model, training.weight_decay, training.learning_rate, training.learning_rate_scales)
-    optimizer = torch.optim.AdamW(groups, lr=training.learning_rate,
-                                  betas=(training.adam_beta1, training.adam_beta2), eps=training.adam_epsilon)
+    optimizer = make_optimizer(model, training)
     progress = TrainingProgress()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, within_budget(
         warmup_cosine(training.warmup_steps, training.max_steps, training.min_learning_rate_ratio), progress, training))
@@ -343,7 +348,7 @@ def train(config, resume=False, command=None):
                 accelerator.backward(outputs.loss)
                 grad_norm = None
                 if accelerator.sync_gradients and training.max_grad_norm:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), training.max_grad_norm)
+                    grad_norm = clip_gradients(model.parameters(), training.max_grad_norm, accelerator)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             progress.micro_step += 1

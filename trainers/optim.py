@@ -8,6 +8,7 @@ that one returns a ready `LambdaLR` whose warmup starts at 0 (a wasted first ste
 
 import math
 
+import torch
 from xmodal.modalities import MODULE_PARTS, PROJECTION_MODALITY, top_module
 
 from .config import LEARNING_RATE_PARTS
@@ -33,6 +34,26 @@ def parameter_groups(model, weight_decay, learning_rate=None, scales=None):
             group["lr"] = learning_rate * scale
         result.append(group)
     return result
+
+
+def make_optimizer(model, training):
+    """torch's AdamW over `parameter_groups`, as `training.optimizer` names it: `adamw_torch_fused` updates every
+    tensor in one kernel per step (on a CPU too), where `adamw_torch` loops over the parameters in Python on a
+    CPU, which costs most with many small tensors (see benchmarks/README.md, issue 18)."""
+    groups = parameter_groups(model, training.weight_decay, training.learning_rate, training.learning_rate_scales)
+    return torch.optim.AdamW(groups, lr=training.learning_rate, betas=(training.adam_beta1, training.adam_beta2),
+                             eps=training.adam_epsilon, fused=training.optimizer == "adamw_torch_fused" or None)
+
+
+def clip_gradients(parameters, max_norm, accelerator=None):
+    """`clip_grad_norm_` with the foreach kernels (torch uses them on a GPU only by default): one norm per
+    dtype instead of one per tensor. Returns the total norm before clipping. With an `accelerator`, fp16's
+    loss scale is undone first, and sharded models (FSDP, DeepSpeed) clip through their wrapper."""
+    if accelerator is not None:
+        if accelerator.distributed_type.value in ("FSDP", "DEEPSPEED"):
+            return accelerator.clip_grad_norm_(parameters, max_norm)
+        accelerator.unscale_gradients()
+    return torch.nn.utils.clip_grad_norm_(list(parameters), max_norm, foreach=True)
 
 
 def learning_rate_part(name):

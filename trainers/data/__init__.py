@@ -4,7 +4,7 @@ written in the layouts `datasets` reads (`export`). The collator takes encoded r
 `PIL` image, a caption, audio bytes) and emits exactly the model's `forward` argument names, so
 `transformers.Trainer` can use it unchanged."""
 
-from .collator import EpochShuffleSampler, XModalDataCollator
+from .collator import EpochShuffleSampler, XModalDataCollator, row_lengths
 from .encoding import EncodedDataset, encode_rows, encode_split, label_roles, target_labels
 from .errors import DataError
 from .processors import (
@@ -25,7 +25,7 @@ from .sources import (
     validation_split_name,
 )
 
-__all__ = ["DataError", "EncodedDataset", "EpochShuffleSampler", "RowError", "SKIP_REASONS", "UNSEEN_VOICE_SUFFIX",
+__all__ = ["DataError", "EncodedDataset", "EpochShuffleSampler", "row_lengths", "RowError", "SKIP_REASONS", "UNSEEN_VOICE_SUFFIX",
            "XModalDataCollator", "base_dir", "check_columns", "configure_tokens", "encode_rows", "encode_split",
            "encoded_cache_dir", "forward_argument_names", "label_roles", "load_raw_dataset", "make_processor",
            "make_tokenizer", "select_split", "target_labels", "validation_split_name", "whisper_feature_extractor"]

@@ -57,12 +57,17 @@ class XModalDataCollator:
 
 
 class EpochShuffleSampler(torch.utils.data.Sampler):
-    """A fresh permutation per epoch that depends only on (seed, epoch), so a resumed run sees the same order."""
+    """A fresh permutation per epoch that depends only on (seed, epoch), so a resumed run sees the same order.
 
-    def __init__(self, num_samples, seed):
+    With `lengths` and `batch_size`, the permutation is grouped by length as transformers' `group_by_length`
+    does (sorted within windows of 50 batches), so that a batch pads less."""
+
+    def __init__(self, num_samples, seed, lengths=None, batch_size=None):
         self.num_samples = num_samples
         self.seed = seed
         self.epoch = 0
+        self.lengths = lengths
+        self.batch_size = batch_size
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -72,4 +77,18 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.lengths is not None:
+            from transformers.trainer_pt_utils import get_length_grouped_indices
+
+            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
         return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+
+def row_lengths(dataset):
+    """Each item's padded-away work for `group_by_length`: its speech frames when it has speech (the longest
+    input by far), else its text tokens; None when the rows hold neither."""
+    tensors = getattr(dataset, "tensors", {})
+    for mask in ("feature_attention_mask", "attention_mask"):
+        if mask in tensors and (mask != "attention_mask" or tensors.get("caption_offsets") is None):
+            return tensors[mask].sum(dim=1).tolist()
+    return None
