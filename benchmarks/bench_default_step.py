@@ -23,7 +23,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import arguments, fmt, interleaved, machine_info, median, print_machine, print_table, spread  # noqa: E402
+from common import (  # noqa: E402
+    arguments, fmt, interleaved, machine_info, matmul_peak, median, print_machine, print_table, spread,
+)
 
 # name -> training overrides; "baseline" is the default config before issue 18 (the for-loop AdamW, plain
 # clipping, shuffled batches, eager mode).
@@ -79,6 +81,20 @@ def step_function(model, optimizer, batches, training):
         optimizer.zero_grad(set_to_none=True)
 
     return step
+
+
+def step_flops(model, batches):
+    """Mean FLOPs of forward + backward over the batches (torch's FlopCounterMode: matmuls, convolutions, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    total = 0
+    for batch in batches:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(**batch).loss.backward()
+        model.zero_grad(set_to_none=True)
+        total += counter.get_total_flops()
+    return total / len(batches)
 
 
 def padding_share(batches):
@@ -161,13 +177,17 @@ def main():
     times = interleaved(steps, repeats=args.steps, warmup=3)
     batch = built[names[0]][3].batch_size
     base = median(times[names[0]])
+    peak = matmul_peak(torch.float32)
     rows = []
     for name in names:
         shares = padding_share(built[name][2])
+        flops = step_flops(built[name][0], built[name][2][:4])
         rows.append([name, fmt(batch / median(times[name])), f"{base / median(times[name]):.2f}x",
-                     fmt(spread(times[name]), 2), ", ".join(f"{k} {v:.2f}" for k, v in shares.items())])
+                     fmt(spread(times[name]), 2), ", ".join(f"{k} {v:.2f}" for k, v in shares.items()),
+                     fmt(flops / 1e9, 2), f"{flops / median(times[name]) / peak:.0%}"])
     print_table(f"default config, one process, batch {batch}, {torch.get_num_threads()} thread(s), "
-                f"{args.steps} steps each", ["setting", "samples/s", "vs first", "spread", "padding share"], rows)
+                f"{args.steps} steps each; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s",
+                ["setting", "samples/s", "vs first", "spread", "padding share", "GFLOP/step", "of peak"], rows)
 
 
 if __name__ == "__main__":
