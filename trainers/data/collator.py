@@ -49,10 +49,11 @@ class XModalDataCollator:
         for key, mask_key in TRIM_BY_MASK.items():
             if key in batch and mask_key in batch:
                 length = int(batch[mask_key].sum(dim=1).max())
-                batch[key] = batch[key][..., :max(length, 1)]
+                # contiguous: a slice keeps the padded row stride, which `torch.compile` would guard on
+                batch[key] = batch[key][..., :max(length, 1)].contiguous()
         if "labels" in batch and batch["labels"].dim() == 2:
             valid = (batch["labels"] != -100).any(dim=0).nonzero()
-            batch["labels"] = batch["labels"][:, :int(valid.max()) + 1 if len(valid) else 1]
+            batch["labels"] = batch["labels"][:, :int(valid.max()) + 1 if len(valid) else 1].contiguous()
         return batch
 
 
