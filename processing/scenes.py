@@ -10,6 +10,7 @@ splits, to measure compositional generalisation; the `UNSEEN_VOICES` accent is i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -175,25 +176,32 @@ def build_scene_dataset(
     started = time.perf_counter()
     plan = plan_scenes(seed=seed, num_emoji=num_emoji, image_size=image_size,
                        sizes={split: params[f"num_{split}"] for split in SPLITS})
-    # staged next to the final folder and renamed at the end: a crash never leaves a half build
-    staging = folder.parent / f".{folder.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with staged_build(folder, params) as staging:
         with datasets_progress(progress):
             dataset = _write_splits(plan, staging, image_size, with_speech, audio_format, num_proc, progress)
             dataset.save_to_disk(str(staging / "data"))
         total, elapsed = sum(map(len, plan.values())), time.perf_counter() - started
         stats = {"seconds": round(elapsed, 1), "scenes_per_second": round(total / max(elapsed, 1e-9), 1)}
         _finish_folder(staging, params, stats, {split: len(part) for split, part in dataset.items()})
-        if not is_build_of(folder, params):  # else another process finished the same build first
+    if progress:
+        print(f"Built {total} scenes in {elapsed:.1f} s ({stats['scenes_per_second']} scenes/s): {folder}")
+    return load_scene_dataset(folder)
+
+
+@contextlib.contextmanager
+def staged_build(folder: Path, params: dict):
+    """A fresh staging folder next to `folder`, renamed to it when the block ends without an error (unless
+    another process finished the same build first), removed in every case: a crash never leaves a half build."""
+    staging = folder.parent / f".{folder.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        if not is_build_of(folder, params):
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if progress:
-        print(f"Built {total} scenes in {elapsed:.1f} s ({stats['scenes_per_second']} scenes/s): {folder}")
-    return load_scene_dataset(folder)
 
 
 def is_build_of(folder: Path, params: dict) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import tempfile
 import time
 from fractions import Fraction
@@ -24,7 +23,7 @@ from PIL import Image
 
 from .emoji_assets import OPENMOJI_ATTRIBUTION, emoji_catalogue, emoji_sprite, scaled_sprite
 from .scene_plan import DEFAULT_IMAGE_SIZE, DEFAULT_NUM_EMOJI, SPLITS
-from .scenes import datasets_progress, is_build_of, package_versions
+from .scenes import datasets_progress, is_build_of, package_versions, staged_build
 from .speech import SAMPLING_RATE, fresh_process_map, speak_here
 from .video_plan import (
     DEFAULT_VIDEO_SIZES, FPS, VIDEO_DATA_VERSION, Clip, frame_boxes, pixel_box, place_utterances, plan_video_clips,
@@ -230,11 +229,7 @@ def build_video_scenes(
     started = time.perf_counter()
     plan = plan_video_clips(seed=seed, num_emoji=num_emoji, image_size=image_size,
                             sizes={split: params[f"num_{split}"] for split in SPLITS})
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    # staged next to the final folder and renamed at the end: a crash never leaves a half build
-    staging = folder.parent / f".{folder.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with staged_build(folder, params) as staging:
         with datasets_progress(progress):
             sizes = _write_splits(plan, staging, num_proc, progress)
         total, elapsed = sum(sizes.values()), time.perf_counter() - started
@@ -242,11 +237,6 @@ def build_video_scenes(
         record = {"params": params, "stats": stats, "packages": {**package_versions(), "av": _av_version()}}
         (staging / "build_params.json").write_text(json.dumps(record, indent=2))
         (staging / "README.md").write_text(_dataset_card(params, sizes, stats))
-        if not is_build_of(folder, params):  # else another process finished the same build first
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     if progress:
         print(f"Built {total} clips in {elapsed:.1f} s ({stats['clips_per_second']} clips/s): {folder}")
     return load_from_disk(str(folder))
