@@ -19,6 +19,7 @@ from .modeling_xmodal import (
     XModalForMatching,
     XModalForPreTraining,
     XModalForSequenceClassification,
+    XModalForVideoPreTraining,
     XModalModel,
     XModalPreTrainedModel,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "XModalForMatching",
     "XModalForPreTraining",
     "XModalForSequenceClassification",
+    "XModalForVideoPreTraining",
     "XModalModel",
     "XModalPreTrainedModel",
     "XModalTextConfig",

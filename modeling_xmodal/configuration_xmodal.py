@@ -302,7 +302,9 @@ def is_own_config(config, config_class=None):
 
 FUSION_TYPES = ("concat", "gated", "cross_attention")
 CONTRASTIVE_LOSSES = ("clip", "sigmoid")
-DEFAULT_LOSS_WEIGHTS = {"contrastive": 1.0, "matching": 1.0, "caption": 1.0, "transcription": 1.0}
+# The named parts of the multi-task losses: pre-training's four, then video pre-training's frame-level three.
+DEFAULT_LOSS_WEIGHTS = {"contrastive": 1.0, "matching": 1.0, "caption": 1.0, "transcription": 1.0, "moment": 1.0,
+                        "grounding": 1.0, "sync": 1.0}
 
 
 def _as_config(key, value, default_class=None, owner="XModalConfig"):
@@ -350,6 +352,8 @@ class XModalConfig(PreTrainedConfig):
     video_config: PreTrainedConfig | dict | None = None
     decoder_config: PreTrainedConfig | dict | None = None
     share_vision_tower: bool = False
+    # Video pre-training's sync part: offsets of the sound tried, in frames each way (4 at 4 fps: +-1 s).
+    video_sync_max_offset: int = 4
     projection_dim: int = 256
     logit_scale_init_value: float = 2.6592
     logit_bias_init_value: float = -10.0
@@ -417,6 +421,10 @@ class XModalConfig(PreTrainedConfig):
         for name, weight in self.loss_weights.items():
             if not isinstance(weight, (int, float)) or weight < 0:
                 raise ValueError(f"XModalConfig.loss_weights[{name!r}]={weight!r} must be a number >= 0.")
+        if isinstance(self.video_sync_max_offset, bool) or not isinstance(self.video_sync_max_offset, int) or \
+                self.video_sync_max_offset < 1:
+            raise ValueError(f"XModalConfig.video_sync_max_offset={self.video_sync_max_offset!r} must be an int >= 1 "
+                             "(frames each way).")
         self._validate_video()
         if self.decoder_config is not None and self.text_config is not None:
             text_vocab = getattr(self.text_config, "vocab_size", None)

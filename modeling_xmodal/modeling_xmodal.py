@@ -23,6 +23,7 @@ from .modeling_outputs import (
     output_options,
     tower_outputs,
 )
+from .modeling_video import XModalForVideoPreTraining  # noqa: F401 (exported with the heads)
 from .towers import tower_output_size
 
 logger = logging.get_logger(__name__)
@@ -459,6 +460,7 @@ __all__ = [
     "XModalForMatching",
     "XModalForPreTraining",
     "XModalForSequenceClassification",
+    "XModalForVideoPreTraining",
     "XModalModel",
     "XModalPreTrainedModel",
 ]

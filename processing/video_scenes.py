@@ -31,7 +31,7 @@ from .video_plan import (
 )
 
 __all__ = [
-    "build_video_scenes", "build_videos_from_args", "decode_clip", "encode_clip", "render_frames", "narration_track",
+    "build_video_scenes", "build_videos_from_args", "video_scenes_folder", "decode_clip", "encode_clip", "render_frames", "narration_track",
     "video_features",
 ]
 
@@ -197,6 +197,21 @@ def _folder_name(params: dict) -> str:
             f"{sizes}-{params['image_size']}px")
 
 
+def video_scenes_folder(output_dir: str | os.PathLike, **build_args) -> Path:
+    """The folder under `output_dir` that `build_video_scenes(output_dir, **build_args)` writes (and reuses)."""
+    return Path(output_dir) / _folder_name(_params(**build_args))
+
+
+def _params(seed=0, num_train=DEFAULT_VIDEO_SIZES["train"], num_validation=DEFAULT_VIDEO_SIZES["validation"],
+            num_test=DEFAULT_VIDEO_SIZES["test"], num_test_novel=DEFAULT_VIDEO_SIZES["test_novel"],
+            num_emoji=DEFAULT_NUM_EMOJI, image_size=DEFAULT_IMAGE_SIZE, num_proc=None, progress=None):
+    return {
+        "kind": "video", "version": VIDEO_DATA_VERSION, "seed": seed, "num_emoji": num_emoji,
+        "num_train": num_train, "num_validation": num_validation, "num_test": num_test,
+        "num_test_novel": num_test_novel, "image_size": image_size,
+    }
+
+
 def build_video_scenes(
     output_dir: str | os.PathLike,
     *,
@@ -218,11 +233,7 @@ def build_video_scenes(
     """
     from datasets import load_from_disk
 
-    params = {
-        "kind": "video", "version": VIDEO_DATA_VERSION, "seed": seed, "num_emoji": num_emoji,
-        "num_train": num_train, "num_validation": num_validation, "num_test": num_test,
-        "num_test_novel": num_test_novel, "image_size": image_size,
-    }
+    params = _params(seed, num_train, num_validation, num_test, num_test_novel, num_emoji, image_size)
     folder = Path(output_dir) / _folder_name(params)
     if is_build_of(folder, params):
         return load_from_disk(str(folder))

@@ -5,7 +5,8 @@ Space (`python app.py`) or locally with `xmodal demo --model DIR`. Environment v
 defaulting to the folder of that name beside this file when it exists (as in a Space):
 XMODAL_MODEL (checkpoint folder, `model/`; else `runs/default/model`), XMODAL_GALLERY (images to
 search, `gallery/`), XMODAL_DATA (the built-in data, `data/`; else where the checkpoint's training
-config says), and GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 127.0.0.1:7860).
+config says), XMODAL_VIDEO_MODEL (a `task: video` checkpoint for the Sync tab, `video_model/`), and
+GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 127.0.0.1:7860).
 """
 
 import os
@@ -85,7 +86,10 @@ def user_errors(fn):
 
 
 def _upload_paths(value):
-    """A raw file payload ({"path": ...}, or a list of them) as a path (or a list of paths)."""
+    """A raw file payload ({"path": ...}, a video's {"video": {"path": ...}}, or a list of them) as a path (or a
+    list of paths)."""
+    if isinstance(value, dict) and isinstance(value.get("video"), dict):
+        value = value["video"]
     if isinstance(value, dict) and "path" in value:
         return value["path"]
     if isinstance(value, list) and value and all(isinstance(v, dict) and "path" in v for v in value):
@@ -109,6 +113,9 @@ def build_demo(predictor) -> gr.Blocks:
                 _generation_tab(predictor, examples, has_audio, has_image)
             with gr.Tab("Explain", id="explain"):
                 _explain_tab(predictor, examples, as_file)
+            if predictor.sync is not None:
+                with gr.Tab("Sync", id="sync"):
+                    _sync_tab(predictor.sync, as_file)
             with gr.Tab("Model", id="model"):
                 _model_tab(info)
     return demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
@@ -328,7 +335,44 @@ def _explain_tab(predictor, examples, as_file):
                              preprocess=False)
 
 
-# ---------------------------------------------------------------------------- tab 5
+# ---------------------------------------------------------------------------- tab 5 (video checkpoints)
+def _sync_tab(sync, as_file):
+    gr.Markdown(f"### Where does it belong?\nUpload a video and a picture or a sentence: the plot is their similarity "
+                f"to each frame over time ({sync.fps:g} frames per second, the first {sync.seconds:g} s), with the "
+                "best moment's frame and time. For a video with sound, the model also says by how much the sound "
+                "is off.")
+    with gr.Row():
+        with gr.Column():
+            video = gr.Video(label="Video", sources=["upload"], height=240, elem_id="sync-video")
+            image = image_input("Picture (or give a sentence)", "sync-image")
+            sentence = gr.Textbox(label="Sentence", placeholder="a dog enters from the left", elem_id="sync-sentence")
+            button = gr.Button("Find the moment", variant="primary", elem_id="sync-button")
+        with gr.Column():
+            plot = gr.LinePlot(x="time (s)", y="similarity", label="Similarity over time", elem_id="sync-plot")
+            frame = gr.Image(label="Best moment", format="png", interactive=False, height=200, elem_id="sync-frame")
+            summary = gr.Markdown(elem_id="sync-summary")
+
+    @user_errors
+    def run(video_path, image_path, text):
+        result = sync.locate(video_path, image=image_path or None, text=text)
+        lines = [f"**Best moment:** {result['best_time']:.2f} s (the {result['kind']}'s best frame)"]
+        if result["segment"] is not None:
+            lines.append(f"**Span:** {result['segment'][0]:.2f}–{result['segment'][1]:.2f} s")
+        if result["offset_frames"] is None:
+            lines.append("**Sound:** this video has no sound track.")
+        elif result["offset_frames"] == 0:
+            lines.append("**Sound:** in sync (within one frame).")
+        else:
+            way = "late" if result["offset_frames"] > 0 else "early"
+            lines.append(f"**Sound:** {abs(result['offset_seconds']):.2f} s {way} "
+                         f"({abs(result['offset_frames'])} frame(s)).")
+        points = pd.DataFrame({"time (s)": result["times"], "similarity": result["scores"]})
+        return points, as_file(result["best_frame"]), "\n\n".join(lines)
+
+    button.click(run, [video, image, sentence], [plot, frame, summary], api_name="sync", preprocess=False)
+
+
+# ---------------------------------------------------------------------------- tab 6
 def _model_tab(info):
     with gr.Row():
         with gr.Column(scale=3):
@@ -362,8 +406,9 @@ def default_model_dir():
     return _beside_app("XMODAL_MODEL", "model", DEFAULT_MODEL_DIR)
 
 
-def load(model_dir=None, gallery_dir=None, data_path=None):
-    """A Predictor for the checkpoint; the search gallery is embedded in the background."""
+def load(model_dir=None, gallery_dir=None, data_path=None, video_model_dir=None):
+    """A Predictor for the checkpoint (and the Sync tab's video checkpoint, when there is one); the search
+    gallery is embedded in the background."""
     import torch
     from xmodal.trainers.demo.predictor import Predictor
 
@@ -372,7 +417,8 @@ def load(model_dir=None, gallery_dir=None, data_path=None):
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // CONCURRENCY_LIMIT))
     predictor = Predictor(model_dir or default_model_dir(),
                           gallery_dir=gallery_dir or _beside_app("XMODAL_GALLERY", "gallery"),
-                          data_path=data_path or _beside_app("XMODAL_DATA", "data"))
+                          data_path=data_path or _beside_app("XMODAL_DATA", "data"),
+                          video_model_dir=video_model_dir or _beside_app("XMODAL_VIDEO_MODEL", "video_model"))
     threading.Thread(target=predictor.warm_up, daemon=True).start()
     return predictor
 

@@ -25,10 +25,14 @@ TASKS = {
     "matching": ("XModalForMatching", "column"),
     "classification": ("XModalForSequenceClassification", "column"),
     "generation": ("XModalForConditionalGeneration", "target"),
+    # Clips with their caption, events and soundtrack (`xmodal.trainers.data.video_encoding`): text <-> video,
+    # image -> moment, sentence -> moment and audio-video sync.
+    "video": ("XModalForVideoPreTraining", None),
 }
-DATASETS = ("scenes", "digits")  # built in
-# What a column means to a run (`data.columns`): the modalities, the class label, the decoder target.
-# Training reads text, images and speech; videos reach the model and the processor, not yet the data pipeline.
+DATASETS = ("scenes", "digits", "video_scenes")  # built in
+VIDEO_DATASETS = ("video_scenes",)  # the built-in data that task: video reads (and only it)
+# What a column means to a run (`data.columns`): the modalities, the class label, the decoder target. The other
+# tasks read text, images and speech; task: video reads whole clips (`video_encoding.VIDEO_COLUMNS`).
 DATA_MODALITIES = BASE_MODALITY_NAMES
 COLUMN_ROLES = (*DATA_MODALITIES, "label", "target")
 COLUMN_DEFAULTS = {"text": "caption", "image": "image", "audio": "audio", "label": None}  # target: the text column
@@ -72,6 +76,8 @@ class DataConfig:
     audio_hop_length: int = 160  # samples between log-mel frames (160 = 10 ms at 16 kHz)
     tokenizer: str = "train"  # "train" (on the training captions), "default" (built-in), or a folder
     tokenizer_vocab_size: int = 1024
+    video_fps: float = 4.0  # frames per second the video processor samples (task: video)
+    max_events: int = 5  # event sentences per clip that grounding trains and measures (task: video)
 
     def column(self, role):
         """The column holding `role`: `columns[role]`, else the default (`text`: caption, `image`: image,
@@ -346,6 +352,17 @@ def validate(config: RunConfig):
             isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in scales.values()):
         raise ConfigError(f"training.learning_rate_scales={scales!r}: a mapping from parts "
                           f"{list(LEARNING_RATE_PARTS)} to positive factors, e.g. {{audio: 3.0}}.")
+    if (config.task == "video") != (data.name in VIDEO_DATASETS) and data.name is not None:
+        raise ConfigError(f"task={config.task!r} with data.name={data.name!r}: the built-in videos "
+                          f"({list(VIDEO_DATASETS)}) go with task: video, and task: video reads clips (data.name: "
+                          f"{VIDEO_DATASETS[0]}, or your own data with the same columns).")
+    if config.task == "video" and not (config.model or {}).get("video_config"):
+        raise ConfigError("task: video needs a video tower: set model.video_config (and model.share_vision_tower: "
+                          "true to encode frames with the vision tower).")
+    if isinstance(data.video_fps, bool) or not isinstance(data.video_fps, (int, float)) or data.video_fps <= 0 or \
+            not isinstance(data.max_events, int) or data.max_events < 1:
+        raise ConfigError(f"data.video_fps={data.video_fps!r} must be a positive number and data.max_events="
+                          f"{data.max_events!r} a positive integer.")
     if TASKS[config.task][1] == "column" and not data.column("label"):
         raise ConfigError(f"task={config.task!r} needs data.columns.label (the column holding `labels`).")
     _check_model_section(config.model)

@@ -174,6 +174,8 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
                           "checkpoint needs the processor saved beside the model (processor_config.json, the "
                           "tokenizer files), as `xmodal train` writes it.") from None
     model_config = xmodal.XModalConfig.from_pretrained(model_dir)
+    if config.task == "video":
+        return _evaluate_video_checkpoint(model_dir, processor, config, split_name, max_samples)
     modalities = [m for m in config.data.modalities if m in model_config.modalities]
     raw = load_raw_dataset(config.data)
     split = select_split(raw, split_name, max_samples, config.data)
@@ -243,6 +245,23 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
         logits = torch.cat([model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
                             for batch in _batches(dataset, list(range(len(dataset))), batch_size, collator)])
         metrics.update(classification_accuracy(logits, dataset.tensors["labels"]))
+    return metrics
+
+
+def _evaluate_video_checkpoint(model_dir, processor, config, split_name, max_samples):
+    """task: video — the four video tasks on a held-out split (`video_task.evaluate_video`)."""
+    from xmodal import XModalForVideoPreTraining
+
+    from .data.video_encoding import encode_video_split
+    from .video_task import EVALUATION_SEED, evaluate_video
+
+    model = XModalForVideoPreTraining.from_pretrained(model_dir)
+    split = select_split(load_raw_dataset(config.data), split_name, max_samples, config.data)
+    dataset = encode_video_split(split, processor, config.data, model.config.video_sync_max_offset, evaluation=True,
+                                 cache_dir=encoded_cache_dir(config.data), max_events=config.data.max_events,
+                                 name=split_name, seed=EVALUATION_SEED)
+    metrics = {"split": split_name, "samples": len(dataset), "skipped_rows": dict(dataset.skipped)}
+    metrics.update(evaluate_video(model, dataset, recall_at=tuple(config.evaluation.recall_at)))
     return metrics
 
 

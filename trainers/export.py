@@ -3,6 +3,8 @@ model card, the training curve and the metrics, written together and renamed int
 
 from pathlib import Path
 
+from xmodal.modalities import MODALITY_NAMES
+
 from .checkpointing import atomic_folder
 from .config import save_config
 from .evaluate import evaluate_checkpoint, print_metrics, scalar_metrics, write_metrics
@@ -91,9 +93,10 @@ def plot_training_curve(history, path):
 # task -> the Hub's pipeline tag for what the saved head does
 PIPELINE_TAGS = {"pretraining": "zero-shot-image-classification", "contrastive": "zero-shot-image-classification",
                  "matching": "zero-shot-image-classification", "classification": "image-classification",
-                 "generation": "image-to-text"}
+                 "generation": "image-to-text", "video": "feature-extraction"}
 # metric name prefix -> (the Hub's task type, the metric type)
 CARD_METRICS = {"text_to_image_R@": ("text-to-image-retrieval", "recall"),
+                "text_to_video_R@": ("text-to-video-retrieval", "recall"),
                 "image_to_text_R@": ("image-to-text-retrieval", "recall"),
                 "audio_to_image_R@": ("audio-to-image-retrieval", "recall"),
                 "speech_to_text_cer": ("automatic-speech-recognition", "cer"),
@@ -119,7 +122,8 @@ def card_data(config, metrics):
         pipeline_tag="automatic-speech-recognition" if config.task == "generation" and audio else
         PIPELINE_TAGS[config.task],
         base_model=base_models(config) or None,
-        tags=["xmodal", "multimodal", "contrastive", config.task, *config.data.modalities],
+        tags=["xmodal", "multimodal", "contrastive", config.task,
+              *(MODALITY_NAMES if config.task == "video" else config.data.modalities)],
         model_name=f"xmodal-{config.task}-{config.data.name}", eval_results=results or None,
     )
 

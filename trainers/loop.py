@@ -145,7 +145,8 @@ def prepare_data(config, accelerator, processor_dir, resume=False):
     train_split = select_split(raw, "train", data.max_train_samples, data)
     validation_name = validation_split_name(raw, data)
     roles = (*data.modalities, *label_roles(config.task, data))
-    check_columns(train_split, "train", data, roles)
+    if config.task != "video":  # clips are checked by `encode_video_split`, which names the columns it reads
+        check_columns(train_split, "train", data, roles)
     saved = (Path(processor_dir) / "processor_config.json").is_file()
     if config.training.pretrained:
         processor = XModalProcessor.from_pretrained(config.training.pretrained)
@@ -162,6 +163,14 @@ def prepare_data(config, accelerator, processor_dir, resume=False):
                 processor.save_pretrained(staging)
     cache, base = encoded_cache_dir(data), base_dir(data)
     report = _encoding_report(accelerator)
+    if config.task == "video":
+        from .video_task import video_splits
+
+        from xmodal import XModalConfig
+
+        max_offset = config.model.get("video_sync_max_offset", XModalConfig.video_sync_max_offset)
+        return PreparedData(processor.tokenizer, processor, *video_splits(config, raw, train_split, validation_name,
+                                                                          processor, report, max_offset))
     if data.streaming:
         train = StreamingRows(train_split, processor, data, config.task, data.modalities, base, config.training.seed,
                               accelerator.process_index, accelerator.num_processes)

@@ -10,6 +10,8 @@ a padding frame is never predicted, whatever its score.
 import torch
 import torch.nn.functional as F
 
+from xmodal.modeling_video import offset_similarity
+
 from .metrics import recall_at_k
 
 INTERPOLATIONS = ("nearest", "parabolic")
@@ -243,19 +245,7 @@ def offset_scores(audio, video, audio_mask=None, video_mask=None, max_offset=8):
     batch, steps = video.shape[:2]
     audio_mask = _check_mask("audio_mask", audio_mask, batch, steps)
     video_mask = _check_mask("video_mask", video_mask, batch, steps)
-    audio, video = F.normalize(audio, dim=-1), F.normalize(video, dim=-1)
-    columns = []
-    for d in range(-max_offset, max_offset + 1):
-        lo, hi = max(0, -d), min(steps, steps - d)  # video frames t with audio step t + d inside the clip
-        if lo >= hi:
-            columns.append(torch.full((batch,), float("-inf")))
-            continue
-        both = video_mask[:, lo:hi] & audio_mask[:, lo + d:hi + d]
-        cosine = (video[:, lo:hi] * audio[:, lo + d:hi + d]).sum(-1)
-        count = both.sum(1)
-        mean = (cosine * both).sum(1) / count.clamp(min=1)
-        columns.append(mean.masked_fill(count == 0, float("-inf")))
-    return torch.stack(columns, dim=1)
+    return offset_similarity(audio, video, audio_mask, video_mask, max_offset)  # the model's own, trained on
 
 
 def estimate_offsets(audio, video, audio_mask=None, video_mask=None, max_offset=8):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .tiny_demo import build_checkpoint, build_data, build_uploads
+from .tiny_demo import build_checkpoint, build_data, build_uploads, build_video_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts" / "demo"
@@ -25,6 +25,7 @@ def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     captions = build_data(root / "data")
     return {"root": root, "captions": captions, "model": build_checkpoint(root / "model", root / "data", captions),
+            "video_model": build_video_checkpoint(root / "video_model", captions),
             "data": root / "data", **build_uploads(root / "uploads")}
 
 
@@ -55,9 +56,9 @@ def server(assets):
     environment = {k: v for k, v in os.environ.items() if k not in OFFLINE_VARIABLES}
     environment.update(GRADIO_TEMP_DIR=str(assets["root"] / "gradio"), TOKENIZERS_PARALLELISM="false")
     output = open(assets["root"] / "server.log", "w")
-    process = subprocess.Popen([sys.executable, str(SERVE), str(log), "demo", "--model", str(assets["model"]),
-                                "--port", str(port)], cwd=REPO, env=environment, stdout=output,
-                               stderr=subprocess.STDOUT)
+    command = [sys.executable, str(SERVE), str(log), "demo", "--model", str(assets["model"]),
+               "--video-model", str(assets["video_model"]), "--port", str(port)]
+    process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 180
     try:

@@ -10,7 +10,8 @@ from PIL import Image
 
 from .tiny_demo import GENERATED_WORD
 
-ENDPOINTS = {"/match", "/search_images", "/search_captions", "/transcribe", "/caption", "/explain", "/similarity"}
+ENDPOINTS = {"/match", "/search_images", "/search_captions", "/transcribe", "/caption", "/explain", "/similarity",
+             "/sync"}
 
 
 def rows(table):
@@ -137,3 +138,30 @@ def test_the_server_binds_loopback_and_reaches_nothing_outside(client, server, a
     outbound = server["outbound_log"].read_text() if server["outbound_log"].exists() else ""
     assert outbound == "", f"the demo tried to reach the network:\n{outbound}"
     assert "Running on local URL:  http://127.0.0.1:" in server["log"].read_text()
+
+
+def test_sync_finds_a_picture_in_a_video_and_the_sounds_offset(client, assets):
+    from xmodal.trainers.demo.sync import VideoSync
+
+    plot, frame, summary = client.predict(handle_file(assets["video"]), handle_file(assets["square_frame"]), "",
+                                          api_name="/sync")
+    expected = VideoSync(assets["video_model"]).locate(str(assets["video"]), image=str(assets["square_frame"]))
+    assert [row[0] for row in plot["data"]] == pytest.approx([0.25 * i for i in range(12)])  # 3 s at 4 fps
+    assert [row[1] for row in plot["data"]] == pytest.approx(expected["scores"], abs=1e-5)
+    assert f"**Best moment:** {expected['best_time']:.2f} s" in summary
+    assert Image.open(frame).size == (64, 64)  # the video's own frame, not the model's 32 px input
+    assert "**Sound:**" in summary and "no sound track" not in summary
+    _, _, silent = client.predict(handle_file(assets["silent_video"]), None, "a red square moves right",
+                                  api_name="/sync")
+    assert "no sound track" in silent and "**Span:**" in silent
+
+
+@pytest.mark.parametrize("video, image, text, message", [
+    ("video", "square_frame", "a red square", "either a picture or a sentence"),
+    ("video", None, "", "either a picture or a sentence"),
+    ("text", None, "a red square", "notes.txt"),
+])
+def test_sync_bad_inputs_say_what_is_wrong(client, assets, video, image, text, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(handle_file(assets[video]), handle_file(assets[image]) if image else None, text,
+                       api_name="/sync")

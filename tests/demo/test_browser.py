@@ -109,6 +109,19 @@ def test_explain_tab(page, assets, artifacts):
     page.screenshot(path=str(artifacts / "4_explain.png"), full_page=True)
 
 
+def test_sync_tab(page, assets, artifacts):
+    open_tab(page, "Sync")
+    upload(page, "sync-video", assets["video"])
+    upload(page, "sync-image", assets["square_frame"])
+    page.locator("#sync-button").click()
+    expect()(page.locator("#sync-summary")).to_contain_text("Best moment")
+    expect()(page.locator("#sync-summary")).to_contain_text("Sound:")
+    expect()(page.locator("#sync-plot").locator("canvas, svg").first).to_be_visible()
+    expect()(page.locator("#sync-frame img").first).to_be_visible()
+    no_error_toast(page)
+    page.screenshot(path=str(artifacts / "5_sync.png"), full_page=True)
+
+
 def test_model_tab(page, artifacts):
     open_tab(page, "Model")
     expect()(page.locator("#model-card")).to_contain_text("Tiny xmodal test model")

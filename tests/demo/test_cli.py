@@ -36,7 +36,7 @@ class FakeApp(types.SimpleNamespace):
     def __init__(self):
         super().__init__(launched=None, loaded=None)
 
-    def load(self, model_dir, gallery_dir=None, data_path=None):
+    def load(self, model_dir, gallery_dir=None, data_path=None, video_model_dir=None):
         self.loaded = model_dir
         return "predictor"
 

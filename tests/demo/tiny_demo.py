@@ -132,6 +132,50 @@ def build_checkpoint(folder, data_folder, captions, head="pretraining"):
     return folder
 
 
+def build_video_checkpoint(folder, captions):
+    """Saves a tiny video model (`XModalForVideoPreTraining`, random weights) with its processor (4 fps, 32 px)."""
+    import torch
+    from xmodal import XModalConfig, XModalForVideoPreTraining, XModalVideoConfig
+    from xmodal.processing import (
+        XModalFeatureExtractor, XModalImageProcessor, XModalProcessor, XModalVideoProcessor, train_tokenizer,
+    )
+
+    folder = Path(folder)
+    tokenizer = train_tokenizer(captions + ["a dog enters from the left"], vocab_size=200)
+    base = tiny_config(len(tokenizer), decoder=False).to_dict()
+    tower = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    config = XModalConfig(**{k: base[k] for k in ("text_config", "vision_config", "audio_config")},
+                          video_config=XModalVideoConfig(frame_config=None, max_frames=16, **tower),
+                          share_vision_tower=True, decoder_config=None, projection_dim=16)
+    torch.manual_seed(0)
+    XModalForVideoPreTraining(config).save_pretrained(folder)
+    size = {"shortest_edge": 32}, {"height": 32, "width": 32}
+    XModalProcessor(XModalImageProcessor(size=size[0], crop_size=size[1]),
+                    XModalFeatureExtractor(feature_size=32, hop_length=250, max_duration=8.0), tokenizer,
+                    video_processor=XModalVideoProcessor(fps=4, max_frames=16, size=size[0], crop_size=size[1])
+                    ).save_pretrained(folder)
+    (folder / "training_config.yaml").write_text("task: video\n")
+    return folder
+
+
+def moving_square_video(path, seconds=3.0, fps=8, sound=True):
+    """An mp4 of a red square crossing a white frame left to right, with a beep at each second when `sound`."""
+    from xmodal.processing.video_scenes import encode_clip
+
+    frames = np.full((int(seconds * fps), 64, 64, 3), 255, dtype=np.uint8)
+    for index in range(len(frames)):
+        x = int(index / len(frames) * 48)
+        frames[index, 24:40, x:x + 16] = (220, 30, 30)
+    audio = None
+    if sound:
+        audio = np.zeros(int(seconds * 16000), dtype=np.float32)
+        for start in range(int(seconds)):
+            beep = tone(880, seconds=0.2)
+            audio[start * 16000: start * 16000 + len(beep)] = beep
+    Path(path).write_bytes(encode_clip(frames, fps, audio))
+    return Path(path)
+
+
 def build_uploads(folder):
     """Files a visitor might upload, good and bad; returns {name: path}."""
     folder = Path(folder)
@@ -152,4 +196,10 @@ def build_uploads(folder):
                                             ("yellow", "circle"), ("blue", "square")]):
         shape_image(color, shape, "big").save(gallery / f"{index}_{color}_{shape}.png")
     files["gallery"] = gallery
+    files["video"] = moving_square_video(folder / "square.mp4")
+    files["silent_video"] = moving_square_video(folder / "silent.mp4", sound=False)
+    files["square_frame"] = folder / "square_frame.png"
+    frame = np.full((64, 64, 3), 255, dtype=np.uint8)
+    frame[24:40, 24:40] = (220, 30, 30)  # the square half way across
+    Image.fromarray(frame).save(files["square_frame"])
     return files

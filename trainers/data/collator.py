@@ -57,6 +57,55 @@ class XModalDataCollator:
         return batch
 
 
+class VideoCollator:
+    """Items of a `VideoDataset` -> a batch for `XModalForVideoPreTraining`: stacked, trimmed to the batch's longest
+    clip, caption and sentence, frames and log-mels as float32, and each training clip's sound shifted by its
+    drawn offset (`audio_offsets`, whole frames: `mel_per_frame` log-mel steps each; the log-mel steps shifted in
+    take the clip's quietest value, its silence)."""
+
+    def __init__(self, mel_per_frame):
+        self.mel_per_frame = mel_per_frame
+
+    def __call__(self, rows):
+        batch = {key: torch.stack([row[key] for row in rows]) for key in rows[0]}
+        frames = max(int(batch["video_frame_mask"].sum(1).max()), 1)
+        for key in ("pixel_values_videos", "video_frame_mask", "video_timestamps"):
+            batch[key] = batch[key][:, :frames].contiguous()
+        for key in ("moment_labels", "event_labels"):
+            if key in batch:
+                batch[key] = batch[key][..., :frames].contiguous()
+        for key, mask in (("input_ids", "attention_mask"), ("event_input_ids", "event_attention_mask"),
+                          ("input_features", "feature_attention_mask")):
+            length = max(int(batch[mask].sum(-1).max()), 1)
+            batch[key] = batch[key][..., :length].contiguous()
+            batch[mask] = batch[mask][..., :length].contiguous()
+        events = max(int((batch["event_attention_mask"].sum(-1) > 0).sum(1).max()), 1)
+        for key in ("event_input_ids", "event_attention_mask", "event_labels"):
+            batch[key] = batch[key][:, :events].contiguous()
+        for key in ("pixel_values_videos", "pixel_values", "input_features"):
+            if key in batch:
+                batch[key] = batch[key].float()
+        shifts = batch.pop("shift_features")
+        if bool(shifts.any()):
+            batch["input_features"] = self.shift(batch["input_features"], batch["feature_attention_mask"], shifts)
+        return batch
+
+    def shift(self, features, mask, offsets):
+        """Each clip's log-mels delayed by its offset in frames (negative: advanced), within its real length."""
+        out = features.clone()
+        for row, offset in enumerate(offsets.tolist()):
+            length, steps = int(mask[row].sum()), offset * self.mel_per_frame
+            real = features[row, :, :length]
+            silence = real.min()
+            shifted = torch.full_like(real, float(silence))
+            if 0 <= steps < length:
+                shifted[:, steps:] = real[:, :length - steps]
+            elif -length < steps < 0:
+                shifted[:, :steps] = real[:, -steps:]
+            out[row, :, :length] = shifted
+        return out
+
+
 class EpochShuffleSampler(torch.utils.data.Sampler):
     """A fresh permutation per epoch that depends only on (seed, epoch), so a resumed run sees the same order.
 

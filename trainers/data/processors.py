@@ -37,7 +37,7 @@ def make_processor(data_config, model_config, tokenizer):
     """
     from transformers import AutoTokenizer
     from xmodal.configuration_xmodal import is_own_config
-    from xmodal.processing import XModalFeatureExtractor, XModalImageProcessor, XModalProcessor
+    from xmodal.processing import XModalFeatureExtractor, XModalImageProcessor, XModalProcessor, XModalVideoProcessor
 
     vision, audio, text, decoder = (model_config.vision_config, model_config.audio_config, model_config.text_config,
                                     model_config.decoder_config)
@@ -58,8 +58,15 @@ def make_processor(data_config, model_config, tokenizer):
     target_tokenizer = tokenizer if input_tokenizer is not tokenizer else None
     if decoder is not None and not is_own_config(decoder) and decoder.name_or_path:
         target_tokenizer = AutoTokenizer.from_pretrained(decoder.name_or_path)
+    video_processor = None
+    video = model_config.video_config
+    if video is not None:  # frames at the vision tower's size when it encodes them, else the frame encoder's
+        frame = vision if model_config.share_vision_tower else video.frame_config
+        side = getattr(frame, "image_size", size)
+        video_processor = XModalVideoProcessor(fps=data_config.video_fps, max_frames=video.max_frames,
+                                               size={"shortest_edge": side}, crop_size={"height": side, "width": side})
     return XModalProcessor(image_processor=image_processor, feature_extractor=feature_extractor,
-                           tokenizer=input_tokenizer, target_tokenizer=target_tokenizer)
+                           tokenizer=input_tokenizer, target_tokenizer=target_tokenizer, video_processor=video_processor)
 
 
 def whisper_feature_extractor(audio_config, max_seconds):

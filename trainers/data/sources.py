@@ -23,7 +23,6 @@ from pathlib import Path
 
 from .errors import DataError
 
-BUILT_IN = ("scenes", "digits")
 IMAGE_SUFFIXES = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
 AUDIO_SUFFIXES = ("wav", "flac", "mp3", "ogg", "opus")
 METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.json")
@@ -79,6 +78,12 @@ def _load_built_in(data_config):
                 raise _missing(data_config)
             _atomic_build(path, lambda out: build_digits_dataset(**data_config.build_args).save_to_disk(out))
         return load_from_disk(str(path))
+    if data_config.name == "video_scenes":
+        from xmodal.processing.video_scenes import build_video_scenes, video_scenes_folder
+
+        if not data_config.build and not video_scenes_folder(path, **data_config.build_args).is_dir():
+            raise _missing(data_config)
+        return build_video_scenes(str(path), progress=False, **data_config.build_args)
     from xmodal.processing import build_scene_dataset, load_scene_dataset
 
     if data_config.build:  # reuses an earlier build with the same parameters

@@ -22,6 +22,8 @@ APP_PATH = Path(__file__).resolve().parents[2] / "spaces_demo" / "app.py"
 
 def add_demo_arguments(parser):
     parser.add_argument("--model", default=DEFAULT_MODEL_DIR, help=f"checkpoint folder (default {DEFAULT_MODEL_DIR})")
+    parser.add_argument("--video-model", default=None,
+                        help="a video checkpoint (xmodal train --config configs/video.yaml) for the Sync tab")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 serves your network)")
     parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
     parser.add_argument("--share", choices=("no", "yes"), default="no",
@@ -93,7 +95,11 @@ def main(args):
         print(f"xmodal demo: {error}", file=sys.stderr)
         return 2
     match_hub_flags()
-    predictor = app.load(args.model, gallery_dir=args.gallery, data_path=args.data)
+    if args.video_model and not has_model(args.video_model):
+        print(f"xmodal demo: no model at --video-model {args.video_model} (config.json and model.safetensors); "
+              "train one with `xmodal train --config configs/video.yaml`.", file=sys.stderr)
+        return 2
+    predictor = app.load(args.model, gallery_dir=args.gallery, data_path=args.data, video_model_dir=args.video_model)
     demo = app.build_demo(predictor)
     demo.launch(**app.launch_options(args.host, args.port, args.share == "yes"))
     return 0

@@ -30,6 +30,7 @@ from .drawing import heatmap_overlay, similarity_heatmap
 from .gallery_index import FAISS_ABOVE, GalleryIndex
 from .inputs import DemoInputError, DemoLimits, load_audio, load_image, parse_captions
 from .model_info import model_info, parameter_counts
+from .sync import VideoSync
 
 DEFAULT_MODEL_DIR = "runs/default/model"  # `<training.output_dir>/model` of configs/default.yaml
 
@@ -58,7 +59,7 @@ class Predictor:
     """Loads a checkpoint once and answers the demo's questions; thread-safe for concurrent requests."""
 
     def __init__(self, model_dir=DEFAULT_MODEL_DIR, gallery_dir=None, data_path=None, split="test",
-                 limits=None):
+                 limits=None, video_model_dir=None):
         from xmodal import XModalConfig, XModalForConditionalGeneration, XModalForMatching, XModalModel
         from xmodal.processing import XModalProcessor
 
@@ -73,6 +74,9 @@ class Predictor:
         self.generator, self.generator_missing = (load_head(XModalForConditionalGeneration, self.model_dir)
                                                   if self.config.decoder_config is not None else (None, []))
         self.modalities = list(self.config.modalities)
+        # The Sync tab's video checkpoint (task: video): given apart, or this one when it has a video tower.
+        video_model_dir = video_model_dir or (self.model_dir if self.config.video_config is not None else None)
+        self.sync = VideoSync(video_model_dir) if video_model_dir else None
         self.training_config = _read_yaml(self.model_dir / "training_config.yaml")
         self.gallery_dir, self.data_path, self.split = gallery_dir, data_path, split
         self._lock = threading.RLock()
