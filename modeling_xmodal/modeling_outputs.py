@@ -137,7 +137,7 @@ class XModalForVideoPreTrainingOutput(ModelOutput):
     """The weighted total and each named part of the video loss; the frame-level scores each part reads: the
     clip captions against the clips (`logits_text_video`), each picture against its clip's frames (`moment_logits`),
     each event against each frame (`grounding_logits`, logits of "inside the span") and each candidate offset of the
-    sound (`sync_logits`, -max..+max frames); the clip and frame embeddings."""
+    sound (`sync_logits`, -max..+max frames); the caption and clip embeddings."""
 
     loss: torch.Tensor | None = None
     contrastive_loss: torch.Tensor | None = None
@@ -150,7 +150,6 @@ class XModalForVideoPreTrainingOutput(ModelOutput):
     sync_logits: torch.Tensor | None = None
     text_embeds: torch.Tensor | None = None
     video_embeds: torch.Tensor | None = None
-    frame_embeds: torch.Tensor | None = None
     text_model_output: XModalTowerOutput | None = None
     audio_model_output: XModalTowerOutput | None = None
     video_model_output: XModalTowerOutput | None = None

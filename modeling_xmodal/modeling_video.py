@@ -1,13 +1,15 @@
 """Video pre-training: where in a clip a sentence, a picture or a sound belongs.
 
-One head trains the four video tasks together, all in the shared embedding space, so that a trained model answers
-each with `get_video_frame_features` and `similarity`:
+One head trains the four video tasks together. Pictures, sentences and sound are embedded as the base model embeds them
+(`get_embeddings`); each frame-level task reads the video tower's per-frame states through a projection of its own
+(`VideoHeads`, `get_frame_embeddings`):
 
 - text <-> video: the clip caption against the clip (CLIP's InfoNCE, `XModalModel.contrastive_loss`);
 - image -> moment: a picture taken from the clip against each of its frames (cross-entropy over the frames, every
   frame showing the same picture a positive);
 - sentence -> moment (temporal grounding): an event's sentence against each frame, inside its span or not (per-frame
-  binary cross-entropy with a learned scale and bias, so a threshold on the probability finds the span);
+  binary cross-entropy with a learned scale and bias), plus which frames against the clip's others (cross-entropy over
+  the frames, every frame of the span a positive: the profile that `predict_segments` reads);
 - audio-video sync (SyncNet's idea on per-frame embeddings): the soundtrack's states pooled to the frame rate; the mean
   similarity of frame t with sound step t + d for every offset d in +-`video_sync_max_offset` frames is a logit, and
   the true offset (the data shifts the sound) is the class.
@@ -74,16 +76,30 @@ def _multi_positive_loss(logits, positives):
     return (torch.logsumexp(logits, dim=1) - torch.logsumexp(logits.masked_fill(~positives, float("-inf")), dim=1)).mean()
 
 
-class VideoScores(nn.Module):
-    """The learned temperatures (log scale) of the three frame-level scores and the grounding bias."""
+class VideoHeads(nn.Module):
+    """A projection of the temporal states per frame-level task (a frame must look like the picture taken from it,
+    mean what the event's sentence says, and sound like its moment: three different questions, each in its own
+    space against the shared embeddings of pictures, sentences and sound), with the learned temperatures (log scale)
+    of their scores and the grounding bias."""
+
+    TASKS = ("moment", "grounding", "sync")
 
     def __init__(self, config):
         super().__init__()
+        width = config.video_config.hidden_size
+        self.projections = nn.ModuleDict({task: nn.Linear(width, config.projection_dim, bias=False)
+                                          for task in self.TASKS})
         init = torch.tensor(config.logit_scale_init_value)
         self.moment_scale = nn.Parameter(init.clone())
         self.grounding_scale = nn.Parameter(init.clone())
         self.grounding_bias = nn.Parameter(torch.tensor(-2.0))
         self.sync_scale = nn.Parameter(init.clone() + 1.0)  # a mean over frames: differences between offsets are small
+
+    def forward(self, states, video_frame_mask):
+        """{task: (batch, frames, projection_dim)} normalised frame embeddings, zero on padding frames."""
+        mask = video_frame_mask.unsqueeze(-1).float()
+        return {task: F.normalize(projection(states).float(), dim=-1) * mask
+                for task, projection in self.projections.items()}
 
 
 class XModalForVideoPreTraining(XModalPreTrainedModel):
@@ -105,22 +121,33 @@ class XModalForVideoPreTraining(XModalPreTrainedModel):
         if config.video_config is None:
             raise ValueError("XModalForVideoPreTraining needs a video tower: set XModalConfig.video_config.")
         self.xmodal = XModalModel(config)
-        self.video_scores = VideoScores(config)
+        self.video_heads = VideoHeads(config)
         self.post_init()
 
-    def _frames(self, video_output, video_frame_mask):
-        frames = F.normalize(self.xmodal.video_projection(video_output.last_hidden_state).float(), dim=-1)
-        return frames if video_frame_mask is None else frames * video_frame_mask.unsqueeze(-1).float()
+    @torch.no_grad()
+    def get_frame_embeddings(self, pixel_values_videos, video_frame_mask=None, video_timestamps=None):
+        """{task: (batch, frames, projection_dim)} each frame's embedding for `moment`, `grounding` and `sync`, to
+        score pictures, sentences and sound against (`moment_logits`, `grounding_logits`, `sync_logits`), and
+        `clip`: (batch, projection_dim) the clip's embedding in the shared space (normalised), from the same pass."""
+        if video_frame_mask is None:
+            video_frame_mask = torch.ones(pixel_values_videos.shape[:2], dtype=torch.long,
+                                          device=pixel_values_videos.device)
+        video = self.xmodal.run_tower("video", {"pixel_values_videos": pixel_values_videos,
+                                                "video_frame_mask": video_frame_mask,
+                                                "video_timestamps": video_timestamps})
+        embeds = self.video_heads(video.last_hidden_state, video_frame_mask)
+        embeds["clip"] = self.xmodal.project("video", video).float()
+        return embeds
 
     def moment_logits(self, image_embeds, frame_embeds, video_frame_mask):
         """(batch, frames): each picture against the frames of its own clip; padding frames at -inf."""
-        logits = self.video_scores.moment_scale.exp() * torch.einsum("bd,btd->bt", image_embeds, frame_embeds)
+        logits = self.video_heads.moment_scale.exp() * torch.einsum("bd,btd->bt", image_embeds, frame_embeds)
         return logits.masked_fill(~video_frame_mask.bool(), float("-inf"))
 
     def grounding_logits(self, event_embeds, frame_embeds):
         """(batch, events, frames): whether each frame lies inside each event's span, as a logit."""
         cosine = torch.einsum("bed,btd->bet", event_embeds, frame_embeds)
-        return self.video_scores.grounding_scale.exp() * cosine + self.video_scores.grounding_bias
+        return self.video_heads.grounding_scale.exp() * cosine + self.video_heads.grounding_bias
 
     def sound_frames(self, audio_output, video_frame_mask):
         """(batch, frames, projection_dim): the soundtrack's states pooled to the frames, projected, normalised."""
@@ -131,7 +158,7 @@ class XModalForVideoPreTraining(XModalPreTrainedModel):
         """(batch, 2 * video_sync_max_offset + 1): one logit per candidate offset of the sound, -max..+max frames."""
         similarity = offset_similarity(sound_frames, frame_embeds, video_frame_mask, video_frame_mask,
                                        self.config.video_sync_max_offset)
-        return self.video_scores.sync_scale.exp() * similarity
+        return self.video_heads.sync_scale.exp() * similarity
 
     def forward(self, pixel_values_videos=None, video_frame_mask=None, video_timestamps=None, input_ids=None,
                 attention_mask=None, pixel_values=None, moment_labels=None, event_input_ids=None,
@@ -152,13 +179,13 @@ class XModalForVideoPreTraining(XModalPreTrainedModel):
         towers = {"video": base.video_model_output}
         if base.text_model_output is not None:
             towers["text"] = base.text_model_output
-        frames = self._frames(base.video_model_output, video_frame_mask)
+        frames = self.video_heads(base.video_model_output.last_hidden_state, video_frame_mask)
         parts = dict.fromkeys(VIDEO_LOSS_PARTS)
         parts["contrastive"] = base.loss
         moment = grounding = sync = None
         if pixel_values is not None:
             image = self.xmodal.get_embeddings(pixel_values=pixel_values)["image"]
-            moment = self.moment_logits(image, frames, video_frame_mask)
+            moment = self.moment_logits(image, frames["moment"], video_frame_mask)
             if moment_labels is not None:
                 positives = moment_labels.bool() & video_frame_mask.bool()
                 parts["moment"] = _multi_positive_loss(moment, positives)
@@ -167,21 +194,24 @@ class XModalForVideoPreTraining(XModalPreTrainedModel):
             if event_attention_mask is None:
                 event_attention_mask = torch.ones_like(event_input_ids)
             real = event_attention_mask.sum(-1) > 0  # (batch, events)
-            embeds = frames.new_zeros(batch, events, frames.shape[-1])
+            embeds = frames["grounding"].new_zeros(batch, events, frames["grounding"].shape[-1])
             if bool(real.any()):
                 text = self.xmodal.get_embeddings(input_ids=event_input_ids[real],
                                                   attention_mask=event_attention_mask[real])["text"]
                 embeds = embeds.index_put((real,), text)
-            grounding = self.grounding_logits(embeds, frames)
+            grounding = self.grounding_logits(embeds, frames["grounding"])
             if event_labels is not None and bool(real.any()):
                 counted = real[:, :, None] & video_frame_mask.bool()[:, None, :]
-                parts["grounding"] = F.binary_cross_entropy_with_logits(grounding[counted],
-                                                                        event_labels[counted].float())
+                inside = F.binary_cross_entropy_with_logits(grounding[counted], event_labels[counted].float())
+                # and which frames, against the clip's others (the span's shape, as the half-maximum reads it)
+                spans = grounding.masked_fill(~counted, float("-inf"))[real]
+                spread = _multi_positive_loss(spans, event_labels[real].bool() & counted[real])
+                parts["grounding"] = inside if spread is None else inside + spread
         if input_features is not None:
             audio = self.xmodal.run_tower("audio", {"input_features": input_features,
                                                    "feature_attention_mask": feature_attention_mask})
             towers["audio"] = audio
-            sync = self.sync_logits(self.sound_frames(audio, video_frame_mask), frames, video_frame_mask)
+            sync = self.sync_logits(self.sound_frames(audio, video_frame_mask), frames["sync"], video_frame_mask)
             if audio_offsets is not None:
                 target = audio_offsets.long() + self.config.video_sync_max_offset
                 if bool(((target < 0) | (target >= sync.shape[1])).any()):
@@ -194,7 +224,7 @@ class XModalForVideoPreTraining(XModalPreTrainedModel):
             loss=total, contrastive_loss=parts["contrastive"], moment_loss=parts["moment"],
             grounding_loss=parts["grounding"], sync_loss=parts["sync"], logits_text_video=base.logits_text_video,
             moment_logits=moment, grounding_logits=grounding, sync_logits=sync, text_embeds=base.text_embeds,
-            video_embeds=base.video_embeds, frame_embeds=frames,
+            video_embeds=base.video_embeds,
             **tower_outputs(towers, output_attentions, output_hidden_states),
         ), return_dict)
 

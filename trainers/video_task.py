@@ -56,8 +56,9 @@ def evaluate_video(model, dataset, recall_at=(1, 5, 10)):
     for start in range(0, len(dataset), EVAL_BATCH_CLIPS):
         rows = slice(start, start + EVAL_BATCH_CLIPS)
         mask, times = tensors["video_frame_mask"][rows], tensors["video_timestamps"][rows]
-        frames = model.xmodal.get_video_frame_features(tensors["pixel_values_videos"][rows].float(), mask, times)
-        clips.append(frames.video_embeds)
+        video = tensors["pixel_values_videos"][rows].float()
+        frames = model.get_frame_embeddings(video, mask, times)
+        clips.append(frames["clip"])
         captions.append(model.xmodal.get_embeddings(input_ids=tensors["input_ids"][rows],
                                                     attention_mask=tensors["attention_mask"][rows])["text"])
         query_times = tensors["query_times"][rows]
@@ -65,7 +66,7 @@ def evaluate_video(model, dataset, recall_at=(1, 5, 10)):
             real = query_times[:, q] >= 0
             if bool(real.any()):
                 image = model.xmodal.get_embeddings(pixel_values=tensors["queries"][rows][real, q].float())["image"]
-                scores = torch.einsum("bd,btd->bt", image, frames.frame_embeds[real])
+                scores = torch.einsum("bd,btd->bt", image, frames["moment"][real])
                 moment.append((scores, times[real], mask[real], query_times[real, q]))
         event_mask = tensors["event_attention_mask"][rows]
         events = event_mask.sum(-1) > 0
@@ -73,12 +74,12 @@ def evaluate_video(model, dataset, recall_at=(1, 5, 10)):
             sentences = model.xmodal.get_embeddings(input_ids=tensors["event_input_ids"][rows][events],
                                                     attention_mask=event_mask[events])["text"]
             clip_of = events.nonzero()[:, 0]
-            scores = torch.einsum("nd,ntd->nt", sentences, frames.frame_embeds[clip_of])
+            scores = torch.einsum("nd,ntd->nt", sentences, frames["grounding"][clip_of])
             grounding.append((scores, times[clip_of], mask[clip_of], tensors["event_segments"][rows][events]))
         audio = model.xmodal.run_tower("audio", {"input_features": tensors["input_features"][rows].float(),
                                                  "feature_attention_mask": tensors["feature_attention_mask"][rows]})
         sound = model.sound_frames(audio, mask)
-        offsets.append(estimate_offsets(sound, frames.frame_embeds, mask, mask, max_offset))
+        offsets.append(estimate_offsets(sound, frames["sync"], mask, mask, max_offset))
     metrics = {}
     texts = dataset.metadata.get("caption")
     relevant = None

@@ -47,7 +47,11 @@ def test_every_part_and_score_from_a_full_batch():
     assert out.moment_logits.shape == (3, MAX_FRAMES) and torch.isinf(out.moment_logits[1, -2:]).all()
     assert out.grounding_logits.shape == (3, 2, MAX_FRAMES)
     assert out.sync_logits.shape == (3, 5)  # offsets -2..2
-    assert out.frame_embeds.shape == (3, MAX_FRAMES, 16) and (out.frame_embeds[1, -2:] == 0).all()
+    frames = model.get_frame_embeddings(batch["pixel_values_videos"], batch["video_frame_mask"])
+    clip = frames.pop("clip")
+    torch.testing.assert_close(clip, out.video_embeds)  # the clip as the forward embeds it
+    assert set(frames) == {"moment", "grounding", "sync"}
+    assert all(f.shape == (3, MAX_FRAMES, 16) and (f[1, -2:] == 0).all() for f in frames.values())
     out.loss.backward()
     unused = [n for n, p in model.named_parameters() if p.grad is None]
     assert unused == []  # every part trains every weight

@@ -80,15 +80,14 @@ class VideoSync:
         with self._lock:
             kind, query = self._query(image, text)
             mask, times = inputs["video_frame_mask"], inputs["video_timestamps"]
-            frame_embeds = self.model.xmodal.get_video_frame_features(inputs["pixel_values_videos"], mask,
-                                                                      times).frame_embeds
-            scores = torch.einsum("d,btd->bt", query[0], frame_embeds)
+            frames = self.model.get_frame_embeddings(inputs["pixel_values_videos"], mask, times)
+            scores = torch.einsum("d,btd->bt", query[0], frames["moment" if kind == "picture" else "grounding"])
             result = {"kind": kind, "times": times[0].tolist(), "scores": scores[0].tolist(), "segment": None}
             best = int(scores[0].masked_fill(~mask[0].bool(), float("-inf")).argmax())
             if kind == "sentence":
                 result["segment"] = predict_segments(scores, times, mask)[0].tolist()
             result["best_time"], result["best_frame"] = float(times[0, best]), Image.fromarray(frames[best])
-            result.update(self._offset(video, frame_embeds, mask))
+            result.update(self._offset(video, frames["sync"], mask))
         return result
 
     def _offset(self, video, frame_embeds, mask):
