@@ -76,7 +76,7 @@ class VideoSync:
         """{"times", "scores": the query's similarity to each frame; "best_time" (s), "best_frame" (PIL);
         "segment" [start, end] for a sentence; "offset_frames", "offset_seconds", "offset_scores" for a video with
         sound (positive: the sound is late), else None; "kind": picture | sentence}."""
-        inputs, frames = self._read(video)
+        inputs, pictures = self._read(video)
         with self._lock:
             kind, query = self._query(image, text)
             mask, times = inputs["video_frame_mask"], inputs["video_timestamps"]
@@ -86,7 +86,7 @@ class VideoSync:
             best = int(scores[0].masked_fill(~mask[0].bool(), float("-inf")).argmax())
             if kind == "sentence":
                 result["segment"] = predict_segments(scores, times, mask)[0].tolist()
-            result["best_time"], result["best_frame"] = float(times[0, best]), Image.fromarray(frames[best])
+            result["best_time"], result["best_frame"] = float(times[0, best]), Image.fromarray(pictures[best])
             result.update(self._offset(video, frames["sync"], mask))
         return result
 
