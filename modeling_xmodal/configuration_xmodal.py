@@ -229,6 +229,10 @@ class XModalVideoConfig(PreTrainedConfig):
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
     pooling: str = "mean"
+    # Add each frame's change from the one before (its pooled vector minus the previous one's, projected) to its
+    # state: what moved, which the frame encoder, seeing one frame, cannot tell, and the Transformer must otherwise
+    # learn to compute from positions.
+    frame_differences: bool = False
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -239,6 +243,8 @@ class XModalVideoConfig(PreTrainedConfig):
                         "intermediate_size")
         _check_probability(self, "hidden_dropout", "attention_dropout")
         _check_heads(self)
+        if not isinstance(self.frame_differences, bool):
+            raise ValueError(f"XModalVideoConfig.frame_differences={self.frame_differences!r} must be true or false.")
 
     # The frame encoder's config, walked by `transformers` as the composite's towers are (attention, dtype).
     @property

@@ -22,6 +22,14 @@ class XModalTowerOutput(ModelOutput):
 
 
 @dataclass
+class XModalVideoTowerOutput(XModalTowerOutput):
+    """The video tower's output, with `frame_features` (batch, frames, width): each frame's pooled vector from the
+    frame encoder, before time is seen (what a single picture of that frame would give)."""
+
+    frame_features: torch.Tensor | None = None
+
+
+@dataclass
 class XModalFusionOutput(ModelOutput):
     """A fused sequence (for decoders and the demo's heatmaps), a pooled vector and, per fusion, its internals.
 

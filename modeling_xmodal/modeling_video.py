@@ -84,22 +84,26 @@ class VideoHeads(nn.Module):
 
     TASKS = ("moment", "grounding", "sync")
 
-    def __init__(self, config):
+    def __init__(self, config, frame_width):
         super().__init__()
         width = config.video_config.hidden_size
         self.projections = nn.ModuleDict({task: nn.Linear(width, config.projection_dim, bias=False)
                                           for task in self.TASKS})
+        # A picture is found by what the frame looks like: the moment head also reads the frame encoder's vector,
+        # before the Transformer mixes in time and motion (which a still picture does not have).
+        self.appearance = nn.Linear(frame_width, config.projection_dim, bias=False)
         init = torch.tensor(config.logit_scale_init_value)
         self.moment_scale = nn.Parameter(init.clone())
         self.grounding_scale = nn.Parameter(init.clone())
         self.grounding_bias = nn.Parameter(torch.tensor(-2.0))
         self.sync_scale = nn.Parameter(init.clone() + 1.0)  # a mean over frames: differences between offsets are small
 
-    def forward(self, states, video_frame_mask):
+    def forward(self, video_output, video_frame_mask):
         """{task: (batch, frames, projection_dim)} normalised frame embeddings, zero on padding frames."""
         mask = video_frame_mask.unsqueeze(-1).float()
-        return {task: F.normalize(projection(states).float(), dim=-1) * mask
-                for task, projection in self.projections.items()}
+        embeds = {task: projection(video_output.last_hidden_state) for task, projection in self.projections.items()}
+        embeds["moment"] = embeds["moment"] + self.appearance(video_output.frame_features)
+        return {task: F.normalize(value.float(), dim=-1) * mask for task, value in embeds.items()}
 
 
 class XModalForVideoPreTraining(XModalPreTrainedModel):
@@ -121,7 +125,7 @@ class XModalForVideoPreTraining(XModalPreTrainedModel):
         if config.video_config is None:
             raise ValueError("XModalForVideoPreTraining needs a video tower: set XModalConfig.video_config.")
         self.xmodal = XModalModel(config)
-        self.video_heads = VideoHeads(config)
+        self.video_heads = VideoHeads(config, frame_width=self.xmodal.video_model.frame_projection.in_features)
         self.post_init()
 
     @torch.no_grad()
@@ -135,7 +139,7 @@ class XModalForVideoPreTraining(XModalPreTrainedModel):
         video = self.xmodal.run_tower("video", {"pixel_values_videos": pixel_values_videos,
                                                 "video_frame_mask": video_frame_mask,
                                                 "video_timestamps": video_timestamps})
-        embeds = self.video_heads(video.last_hidden_state, video_frame_mask)
+        embeds = self.video_heads(video, video_frame_mask)
         embeds["clip"] = self.xmodal.project("video", video).float()
         return embeds
 
@@ -179,7 +183,7 @@ class XModalForVideoPreTraining(XModalPreTrainedModel):
         towers = {"video": base.video_model_output}
         if base.text_model_output is not None:
             towers["text"] = base.text_model_output
-        frames = self.video_heads(base.video_model_output.last_hidden_state, video_frame_mask)
+        frames = self.video_heads(base.video_model_output, video_frame_mask)
         parts = dict.fromkeys(VIDEO_LOSS_PARTS)
         parts["contrastive"] = base.loss
         moment = grounding = sync = None

@@ -9,6 +9,7 @@ from torch import nn
 
 from .configuration_xmodal import XModalVideoConfig
 from .input_checks import is_tracing
+from .modeling_outputs import XModalVideoTowerOutput
 from .towers import _shape_error, _TransformerTower, build_tower, tower_output_size
 
 
@@ -66,10 +67,12 @@ def shared_frame_features(config, frame_encoder, pixel_values_videos, video_fram
 
 
 class XModalVideoTransformer(_TransformerTower):
-    """Frames -> the frame encoder's pooled vectors -> projected to `hidden_size` + a learned position per frame
+    """Frames -> the frame encoder's pooled vectors -> projected to `hidden_size` (+ the change from the previous frame,
+    projected, with `frame_differences`) + a learned position per frame
     index -> a pre-LN Transformer over the frames, attending to real frames only -> the mean over real frames.
 
-    `last_hidden_state` holds one state per frame (for finding moments), `pooler_output` the clip vector. Positions
+    `last_hidden_state` holds one state per frame (for finding moments), `pooler_output` the clip vector,
+    `frame_features` the frame encoder's vectors it started from. Positions
     are frame indices, not `video_timestamps`: the processor samples at a fixed rate, so an index is a time. Padding
     frames are not encoded (eagerly; a traced graph encodes them and masks them out, with the same result), so a clip
     padded with extra masked frames gives the same output on its real ones. Hidden states and attentions are those
@@ -90,6 +93,8 @@ class XModalVideoTransformer(_TransformerTower):
         else:
             self.frame_encoder = None
         self.frame_projection = nn.Linear(shared_frame_width, config.hidden_size)
+        self.difference_projection = (nn.Linear(shared_frame_width, config.hidden_size, bias=False)
+                                      if config.frame_differences else None)
         self.embed_positions = nn.Embedding(config.max_frames, config.hidden_size)
 
     def forward(self, pixel_values_videos=None, video_frame_mask=None, video_timestamps=None, frame_features=None,
@@ -104,8 +109,14 @@ class XModalVideoTransformer(_TransformerTower):
         else:
             check_video_frames(self.config, frame_features.shape[:2], video_frame_mask, video_timestamps)
         states = self.frame_projection(frame_features)
+        if self.difference_projection is not None:  # the first frame, and a padding frame, changed by nothing
+            change = frame_features - torch.cat([frame_features[:, :1], frame_features[:, :-1]], dim=1)
+            if video_frame_mask is not None:
+                change = change * video_frame_mask.unsqueeze(-1).to(change.dtype)
+            states = states + self.difference_projection(change)
         states = states + self.embed_positions(torch.arange(states.shape[1], device=states.device))
-        return self._encode(states, video_frame_mask, "mean", output_attentions, output_hidden_states)
+        output = self._encode(states, video_frame_mask, "mean", output_attentions, output_hidden_states)
+        return XModalVideoTowerOutput(**output, frame_features=frame_features)
 
 
 __all__ = ["XModalVideoTransformer", "check_video_frames", "check_video_inputs", "encode_frames",

@@ -120,3 +120,17 @@ def test_save_and_load_bit_for_bit(tmp_path):
 def test_needs_a_video_tower():
     with pytest.raises(ValueError, match="needs a video tower"):
         XModalForVideoPreTraining(tiny_config(decoder=False))
+
+
+def test_moment_frames_read_what_the_frame_looks_like():
+    model, batch = video_head(), video_batch()
+    video = batch["pixel_values_videos"].clone()
+    video[0, 3] = video[0, 0]  # the same picture at two times
+    with torch.no_grad():
+        model.video_heads.projections["moment"].weight.zero_()  # the temporal states' share, left out
+        frames = model.get_frame_embeddings(video, batch["video_frame_mask"])
+        output = model.xmodal.run_tower("video", {"pixel_values_videos": video,
+                                                  "video_frame_mask": batch["video_frame_mask"]})
+    assert output.frame_features.shape == (3, MAX_FRAMES, model.xmodal.video_model.frame_projection.in_features)
+    torch.testing.assert_close(frames["moment"][0, 3], frames["moment"][0, 0])
+    assert not torch.allclose(frames["grounding"][0, 3], frames["grounding"][0, 0])  # time is seen there

@@ -471,3 +471,21 @@ def test_padding_frames_get_no_gradient():
     model(**inputs, return_loss=True).loss.backward()
     assert isinstance(model.video_model, XModalVideoTransformer)
     assert frames.grad[1, 2:].abs().max() == 0 and frames.grad[1, :2].abs().max() > 0
+
+
+def test_frame_differences_see_what_moved_and_ignore_padding():
+    config = tiny_config(FOUR, share_vision_tower=True)
+    config.video_config.frame_differences = True
+    torch.manual_seed(0)
+    model = XModalModel(config).eval()
+    still = torch.randn(1, 1, 3, 32, 32).repeat(1, 4, 1, 1, 1)
+    moving = torch.randn(1, 4, 3, 32, 32)
+    with torch.no_grad():
+        still_before, moving_before = (model.get_video_features(v).last_hidden_state for v in (still, moving))
+        model.video_model.difference_projection.weight.mul_(3.0)
+        still_after, moving_after = (model.get_video_features(v).last_hidden_state for v in (still, moving))
+        padded = model.get_video_features(torch.cat([moving, torch.randn(1, 2, 3, 32, 32)], dim=1),
+                                          torch.tensor([[1, 1, 1, 1, 0, 0]])).last_hidden_state
+    torch.testing.assert_close(still_after, still_before)  # nothing moved: no change to add
+    assert not torch.allclose(moving_after, moving_before, atol=1e-4)
+    torch.testing.assert_close(padded[:, :4], moving_after, atol=1e-5, rtol=1e-5)
