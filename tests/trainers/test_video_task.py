@@ -169,3 +169,24 @@ def test_moments_of_still_and_moving_pictures():
     frames[5] = -1.0
     picks = unique_moments(frames, times, 10, __import__("random").Random(0))
     assert picks == [5]  # only the last picture is shown once
+
+
+def test_clips_that_cannot_be_used_are_counted_or_named(encoded, trained, video_dir):
+    from datasets import Dataset
+
+    from xmodal.processing import XModalProcessor
+    from xmodal.processing.video_scenes import encode_clip
+    from xmodal.trainers.data import DataError
+
+    _, _, splits = encoded
+    rows = splits["test"].to_list()[:2]
+    silent = encode_clip(np.zeros((16, 64, 64, 3), dtype=np.uint8), 8)  # a real mp4 without sound
+    rows += [{**rows[0], "video": b"not a video at all"}, {**rows[0], "video": silent}]
+    split = Dataset.from_list(rows)
+    processor = XModalProcessor.from_pretrained(trained[0] / "model")
+    data = config_from_dict(tiny_video_config(trained[0], video_dir)).data
+    dataset = encode_video_split(split, processor, data, 4, evaluation=True, name="mixed")
+    assert len(dataset) == 2 and dataset.skipped == {"undecodable_video": 1, "no_sound_track": 1}
+    data.on_error = "raise"
+    with pytest.raises(DataError, match=r"Row 2 of the 'mixed' split cannot be used: .*data.on_error: skip"):
+        encode_video_split(split, processor, data, 4, evaluation=True, name="mixed")

@@ -17,7 +17,7 @@ import numpy as np
 
 # Why a row was left out; these names go to the log, TensorBoard and metrics.json.
 SKIP_REASONS = ("missing_file", "undecodable_image", "undecodable_audio", "empty_audio", "empty_text",
-                "missing_label", "missing_value")
+                "missing_label", "missing_value", "undecodable_video", "no_sound_track")
 
 
 class RowError(ValueError):

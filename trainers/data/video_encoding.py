@@ -5,8 +5,8 @@ frames), every frame at the source rate (the pictures that image -> moment asks 
 feature extractor, the caption and each event's sentence through the tokenizer. Frames and log-mels are stored as
 float16 and cached next to the dataset, as `encoding.encode_split` does for the other modalities.
 
-A clip whose video cannot be decoded is skipped and counted (`undecodable_video`), or stops the run (`data.on_error:
-raise`). The sound's offsets for the sync task are drawn per (clip, epoch) and applied by shifting the log-mels
+A clip whose video cannot be decoded, or that has no sound track, is skipped and counted (`undecodable_video`,
+`no_sound_track`: `rows.SKIP_REASONS`), or stops the run naming the row (`data.on_error: raise`). The sound's offsets for the sync task are drawn per (clip, epoch) and applied by shifting the log-mels
 (training); evaluation splits hold the sound shifted in the waveform itself, one fixed offset per clip, so the
 measured task is the real one.
 """
@@ -62,6 +62,10 @@ def shift_waveform(samples, offset_seconds, sampling_rate):
     return out
 
 
+class _NoSound(ValueError):
+    """A clip without a readable sound track: the sync task has nothing to read."""
+
+
 def _encode_clip(row, processor, max_offset, evaluation, rng):
     from xmodal.processing.video_processing_xmodal import load_video_audio, sample_frame_indices
 
@@ -77,10 +81,13 @@ def _encode_clip(row, processor, max_offset, evaluation, rng):
         picks = unique_moments(pixels, source_times, EVAL_QUERIES_PER_CLIP, rng)
     else:
         picks = [rng.randrange(len(pixels)) for _ in range(QUERIES_PER_CLIP)]
-    samples, rate = load_video_audio(row["video"])
+    try:
+        samples, rate = load_video_audio(row["video"])
+    except ValueError as error:
+        raise _NoSound(str(error)) from None
     offset = rng.randint(-max_offset, max_offset) if evaluation else 0
     if offset:  # the measured task: the sound itself is late (or early) by whole frames
-        samples = shift_waveform(samples, offset * (times[1] - times[0]).item(), rate)
+        samples = shift_waveform(samples, offset / video.fps, rate)
     events = [e for e in row["events"] if e.get("sentence")]
     return {
         "caption": row["caption"], "frames": frames.to(torch.float16), "times": times,
@@ -169,10 +176,9 @@ class VideoDataset(torch.utils.data.Dataset):
         item = {key: self.tensors[key][index] for key in self.ITEM_KEYS}
         draw = random.Random(self.epoch * 1_000_003 + index)
         queries = int((self.tensors["query_times"][index] >= 0).sum())
-        if queries:
-            pick = draw.randrange(queries)
-            item["pixel_values"] = self.tensors["queries"][index, pick]
-            item["moment_labels"] = self.tensors["query_positives"][index, pick].long()
+        pick = draw.randrange(queries) if queries else 0  # a clip without a picture: no positive, no moment loss
+        item["pixel_values"] = self.tensors["queries"][index, pick]
+        item["moment_labels"] = self.tensors["query_positives"][index, pick].long() * int(queries > 0)
         offset = int(self.tensors["audio_offsets"][index]) if self.shifted else draw.randint(-self.max_offset,
                                                                                                self.max_offset)
         item["audio_offsets"] = torch.tensor(offset)
@@ -206,12 +212,12 @@ def encode_video_split(split, processor, data_config, max_offset, evaluation, ca
             if data_config.on_error == "raise":
                 raise DataError(f"Row {index} of the {name!r} split cannot be used: {error} (data.on_error: skip "
                                 "leaves such rows out and counts them).") from None
-            skipped["undecodable_video"] += 1
+            skipped["no_sound_track" if isinstance(error, _NoSound) else "undecodable_video"] += 1
         if progress is not None and ((index + 1) % 256 == 0 or index + 1 == len(split)):
             progress(index + 1, len(split))
     if skipped:
-        print(f"  {name}: skipped {sum(skipped.values())} of {len(split)} rows (undecodable_video: "
-              f"{skipped['undecodable_video']})", file=sys.stderr)
+        print(f"  {name}: skipped {sum(skipped.values())} of {len(split)} rows ("
+              + ", ".join(f"{reason}: {count}" for reason, count in sorted(skipped.items())) + ")", file=sys.stderr)
     if not clips:
         raise DataError(f"No usable clip in the {name!r} split: all {len(split)} were skipped.")
     tensors = _collect(clips, processor, data_config, max_events)
