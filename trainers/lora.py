@@ -45,7 +45,8 @@ PRETRAINED_LORA_TARGETS = {
     "whisper": (r"layers\.\d+", ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]),
 }
 # The freshly initialised head of each task is trained in full next to the adapters.
-TASK_HEADS = {"matching": ["itm_head"], "classification": ["classifier"], "pretraining": ["itm_head"]}
+TASK_HEADS = {"matching": ["itm_head"], "classification": ["classifier"], "pretraining": ["itm_head"],
+              "video": ["video_heads"]}
 
 
 def target_modules_pattern(parts, modules=None, pretrained=None):

@@ -190,3 +190,18 @@ def test_clips_that_cannot_be_used_are_counted_or_named(encoded, trained, video_
     data.on_error = "raise"
     with pytest.raises(DataError, match=r"Row 2 of the 'mixed' split cannot be used: .*data.on_error: skip"):
         encode_video_split(split, processor, data, 4, evaluation=True, name="mixed")
+
+
+def test_lora_trains_adapters_on_the_towers_and_the_video_heads_in_full(tmp_path, video_dir):
+    values = tiny_video_config(tmp_path, video_dir)
+    values["lora"] = {"enabled": True, "r": 4, "parts": ["text", "image", "audio", "video"]}
+    values["evaluation"]["extra_splits"] = []
+    metrics = train(config_from_dict(values))
+    assert (tmp_path / "model" / "adapter_model.safetensors").is_file()
+    assert 0 <= metrics["av_offset_accuracy"] <= 1  # the merged model was evaluated
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "model" / "adapter_model.safetensors"), "pt") as saved:
+        names = list(saved.keys())
+    assert any("video_model" in n and "lora_A" in n for n in names)
+    assert any("video_heads" in n for n in names)  # the new head trains in full and is saved with the adapters
