@@ -22,6 +22,7 @@ IGNORE_AT_INFERENCE = ["labels", "pair_modalities", "fusion_output", "pooled_out
                        "encoder_last_hidden_state", "encoder_attention_mask", "matching_logits", "caption_logits",
                        "transcription_logits"]
 from .data import XModalDataCollator, forward_argument_names
+from .data.collator import VideoCollator
 from .metrics import make_compute_metrics
 
 
@@ -42,6 +43,12 @@ def build_trainer(model, processor, task, train_dataset, eval_dataset=None, data
     config = getattr(model, "config", None)
     if config is not None and not getattr(config, "keys_to_ignore_at_inference", None):
         config.keys_to_ignore_at_inference = list(IGNORE_AT_INFERENCE)
-    collator = XModalDataCollator(processor, data_config, task, modalities, forward_names=forward_argument_names(model))
+    if task == "video":  # clips (`VideoDataset`): their own batches, the sound shifted by whole frames
+        from .video_task import mel_per_frame
+
+        collator = VideoCollator(mel_per_frame(processor))
+    else:
+        collator = XModalDataCollator(processor, data_config, task, modalities,
+                                      forward_names=forward_argument_names(model))
     return Trainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                    data_collator=collator, compute_metrics=make_compute_metrics(task), callbacks=callbacks)

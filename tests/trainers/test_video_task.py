@@ -205,3 +205,19 @@ def test_lora_trains_adapters_on_the_towers_and_the_video_heads_in_full(tmp_path
         names = list(saved.keys())
     assert any("video_model" in n and "lora_A" in n for n in names)
     assert any("video_heads" in n for n in names)  # the new head trains in full and is saved with the adapters
+
+
+def test_the_transformers_trainer_trains_the_video_head(encoded, trained, tmp_path):
+    from xmodal import XModalForVideoPreTraining
+    from xmodal.processing import XModalProcessor
+    from xmodal.trainers.hf_trainer import build_trainer
+
+    train_set, test_set, _ = encoded
+    model = XModalForVideoPreTraining.from_pretrained(trained[0] / "model")
+    processor = XModalProcessor.from_pretrained(trained[0] / "model")
+    trainer = build_trainer(model, processor, "video", train_set, test_set, output_dir=str(tmp_path), max_steps=3,
+                            per_device_train_batch_size=4, per_device_eval_batch_size=4, learning_rate=1e-3,
+                            save_strategy="no", logging_steps=1)
+    result = trainer.train()
+    assert result.global_step == 3 and np.isfinite(result.training_loss)
+    assert np.isfinite(trainer.evaluate()["eval_loss"])
