@@ -356,9 +356,12 @@ def validate(config: RunConfig):
         raise ConfigError(f"task={config.task!r} with data.name={data.name!r}: the built-in videos "
                           f"({list(VIDEO_DATASETS)}) go with task: video, and task: video reads clips (data.name: "
                           f"{VIDEO_DATASETS[0]}, or your own data with the same columns).")
-    if config.task == "video" and not (config.model or {}).get("video_config"):
+    if config.task == "video" and not config.training.pretrained and not (config.model or {}).get("video_config"):
         raise ConfigError("task: video needs a video tower: set model.video_config (and model.share_vision_tower: "
                           "true to encode frames with the vision tower).")
+    if config.task == "video" and data.streaming:
+        raise ConfigError("task: video encodes its clips once and caches them; data.streaming: true is not supported "
+                          "for it (set data.streaming: false).")
     if isinstance(data.video_fps, bool) or not isinstance(data.video_fps, (int, float)) or data.video_fps <= 0 or \
             not isinstance(data.max_events, int) or data.max_events < 1:
         raise ConfigError(f"data.video_fps={data.video_fps!r} must be a positive number and data.max_events="

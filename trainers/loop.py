@@ -164,9 +164,9 @@ def prepare_data(config, accelerator, processor_dir, resume=False):
     cache, base = encoded_cache_dir(data), base_dir(data)
     report = _encoding_report(accelerator)
     if config.task == "video":
-        from .video_task import video_splits
-
         from xmodal import XModalConfig
+
+        from .video_task import video_splits
 
         max_offset = config.model.get("video_sync_max_offset", XModalConfig.video_sync_max_offset)
         return PreparedData(processor.tokenizer, processor, *video_splits(config, raw, train_split, validation_name,

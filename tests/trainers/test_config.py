@@ -10,7 +10,7 @@ from xmodal.trainers.config import ConfigError, RunConfig, config_from_dict, loa
 from .helpers import REPO, tiny_config, write_yaml
 
 
-@pytest.mark.parametrize("name", ["default", "classic"])
+@pytest.mark.parametrize("name", ["default", "classic", "pretrained", "video"])
 def test_shipped_configs_load(name):
     config = load_config(REPO / "configs" / f"{name}.yaml")
     assert isinstance(config, RunConfig)
@@ -95,3 +95,22 @@ def test_unreadable_yaml_is_one_line_with_file_line_and_column(tmp_path, capsys,
     assert cli_main(["train", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err and err.startswith("xmodal train: ")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"task": "pretraining"}, r"task='pretraining' with data.name='video_scenes'.*go with task: video"),
+    ({"model": {"video_config": None}}, r"task: video needs a video tower: set model.video_config"),
+    ({"data": {"streaming": True}}, r"data.streaming: true is not supported"),
+    ({"data": {"video_fps": 0}}, r"data.video_fps=0 must be a positive number"),
+])
+def test_the_video_task_checks_its_data_and_model(change, message):
+    import yaml
+
+    values = yaml.safe_load((REPO / "configs" / "video.yaml").read_text())
+    for section, value in change.items():
+        if isinstance(value, dict):
+            values[section].update(value)
+        else:
+            values[section] = value
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(values)
