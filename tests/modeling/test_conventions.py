@@ -22,7 +22,7 @@ from xmodal import (
 )
 from xmodal.losses import hardest_negatives
 
-from .tiny import VOCAB, caption_labels, tiny_config, tiny_inputs
+from .tiny import VOCAB, caption_labels, offloaded_copy, tiny_config, tiny_inputs
 
 DECODER_HEADS = (XModalForConditionalGeneration, XModalForPreTraining)
 ENCODER_HEADS = (XModalModel, XModalForMatching, XModalForSequenceClassification)
@@ -366,10 +366,7 @@ def test_from_pretrained_honours_an_attention_implementation_per_tower(model_cla
 def test_from_pretrained_offloads_to_disk_and_gives_the_same_outputs(model_class, fusion_type, tmp_path):
     pytest.importorskip("accelerate")
     model = build(model_class, fusion_type=fusion_type)
-    model.save_pretrained(tmp_path / "model")
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
-    offloaded = model_class.from_pretrained(tmp_path / "model", device_map="auto", max_memory={"cpu": size // 3},
-                                            offload_folder=tmp_path / "offload").eval()
+    offloaded = offloaded_copy(model, model_class, tmp_path)
     assert {"cpu", "disk"} <= set(offloaded.hf_device_map.values())
     kwargs = call_kwargs(model_class)
     with torch.no_grad():

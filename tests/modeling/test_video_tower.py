@@ -34,7 +34,9 @@ from .test_modeling_xmodal import (
     XModalModelSpec,
 )
 from .test_portable_checkpoint import python_without_xmodal
-from .tiny import MAX_FRAMES, caption_labels, tiny_config, tiny_inputs, tiny_video_config, tiny_video_inputs
+from .tiny import (
+    MAX_FRAMES, caption_labels, offloaded_copy, tiny_config, tiny_inputs, tiny_video_config, tiny_video_inputs,
+)
 
 FOUR = MODALITY_NAMES  # text, image, audio, video
 
@@ -272,10 +274,7 @@ def test_a_shared_vision_tower_offloads_to_disk(model_class, tmp_path):
     never the vision tower itself (which the hook would try to move, offloaded weights and all)."""
     pytest.importorskip("accelerate")
     model = build(model_class, share_vision_tower=True)
-    model.save_pretrained(tmp_path / "model")
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
-    offloaded = model_class.from_pretrained(tmp_path / "model", device_map="auto", max_memory={"cpu": size // 3},
-                                            offload_folder=tmp_path / "offload").eval()
+    offloaded = offloaded_copy(model, model_class, tmp_path)
     assert {"cpu", "disk"} <= set(offloaded.hf_device_map.values())
     inputs = {**video_batch(shared=True), **head_kwargs(model_class)}
     with torch.no_grad():

@@ -95,3 +95,12 @@ def caption_labels(batch_size=3, length=7, seed=1):
     labels[:, -1] = 2
     labels[0, -2:] = -100
     return labels
+
+
+def offloaded_copy(model, model_class, folder):
+    """`model` saved under `folder` and loaded back as `model_class` with `device_map="auto"` and room in memory for a
+    third of its weights: the rest goes to disk (`folder/offload`)."""
+    model.save_pretrained(folder / "model")
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    return model_class.from_pretrained(folder / "model", device_map="auto", max_memory={"cpu": size // 3},
+                                       offload_folder=folder / "offload").eval()

@@ -122,7 +122,8 @@ class EncodedDataset(torch.utils.data.Dataset):
         return {k: self.tensors[k] for k in CAPTION_KEYS}, owner
 
 
-def _pad_to(tensor, length, value):
+def pad_to(tensor, length, value):
+    """`tensor` with its last dimension padded to `length` with `value`."""
     if tensor.shape[-1] == length:
         return tensor
     pad = tensor.new_full((*tensor.shape[:-1], length - tensor.shape[-1]), value)
@@ -186,10 +187,7 @@ def encode_split(split, processor, data_config, task, modalities, cache_dir=None
     skipped = dict(sorted(skipped.items()))
     dataset = EncodedDataset(tensors, metadata, skipped)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache_file.with_suffix(f".tmp-{os.getpid()}")
-        torch.save({"tensors": tensors, "metadata": metadata, "skipped": skipped}, partial)
-        os.replace(partial, cache_file)
+        save_encoded(cache_file, {"tensors": tensors, "metadata": metadata, "skipped": skipped})
     return dataset
 
 
@@ -199,12 +197,30 @@ def _concatenate(chunks, tokenizer):
         parts = [c[key] for c in chunks]
         if parts[0].dim() > 1 and key != "pixel_values":
             longest = max(p.shape[-1] for p in parts)
-            parts = [_pad_to(p, longest, _pad_value(key, tokenizer)) for p in parts]
+            parts = [pad_to(p, longest, _pad_value(key, tokenizer)) for p in parts]
         tensors[key] = torch.cat(parts)
     if "caption_owner" in tensors:
         counts = torch.bincount(tensors["caption_owner"])
         tensors["caption_offsets"] = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
     return tensors
+
+
+def save_encoded(cache_file, payload):
+    """Writes an encoded split's cache file whole or not at all (a partial file renamed into place)."""
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache_file.with_suffix(f".tmp-{os.getpid()}")
+    torch.save(payload, partial)
+    os.replace(partial, cache_file)
+
+
+def digest(value):
+    """A short, stable hash of JSON-able `value` (dict keys sorted): what a cache file is named by."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def vocab_digest(tokenizer):
+    """The hash of a tokenizer's vocabulary: a cache encoded with another vocabulary is another file."""
+    return hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
 
 
 def _cache_key(split, processor, data_config, task, modalities):
@@ -215,13 +231,12 @@ def _cache_key(split, processor, data_config, task, modalities):
         "rows": len(split),
         "image": processor.image_processor.to_dict() if "image" in modalities else None,
         "audio": processor.feature_extractor.to_dict() if "audio" in modalities else None,
-        "vocab": hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest(),
+        "vocab": vocab_digest(tokenizer),
         "data": {"columns": data_config.resolved_columns(), "on_error": data_config.on_error,
                  **{k: getattr(data_config, k) for k in ("max_text_length", "max_target_length")}},
         "labels": TASKS[task][1],
         "modalities": sorted(modalities),
     }
     if getattr(processor, "has_target_tokenizer", False):  # labels in the decoder's own vocabulary
-        target = processor.target_tokenizer.get_vocab()
-        parts["target_vocab"] = hashlib.sha256(json.dumps(sorted(target.items())).encode()).hexdigest()
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+        parts["target_vocab"] = vocab_digest(processor.target_tokenizer)
+    return digest(parts)

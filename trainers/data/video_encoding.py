@@ -11,9 +11,6 @@ A clip whose video cannot be decoded, or that has no sound track, is skipped and
 measured task is the real one.
 """
 
-import hashlib
-import json
-import os
 import random
 import sys
 from collections import Counter
@@ -22,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .encoding import tokenize_texts
+from .encoding import digest, pad_to, save_encoded, tokenize_texts, vocab_digest
 from .errors import DataError
 
 VIDEO_COLUMNS = ("video", "caption", "events")  # what a row must hold; events: [{sentence, start, end}, ...]
@@ -118,7 +115,7 @@ def _collect(clips, processor, data_config, max_events):
     tensors.update(tokenize_texts(processor, [c["caption"] for c in clips], data_config))
     tensors["queries"] = _pad_stack([c["queries"] for c in clips]).to(torch.float16)
     tensors["query_times"] = _pad_stack([c["query_times"] for c in clips], -1.0)
-    tensors["query_positives"] = _pad_stack([_pad_last(c["query_positives"], frames.shape[1]) for c in clips])
+    tensors["query_positives"] = _pad_stack([pad_to(c["query_positives"], frames.shape[1], False) for c in clips])
     sentences = [s for c in clips for s in c["sentences"][:max_events]]
     tokens = tokenize_texts(processor, sentences, data_config)
     width = tokens["input_ids"].shape[1]
@@ -142,12 +139,6 @@ def _collect(clips, processor, data_config, max_events):
     tensors["feature_attention_mask"] = audio["feature_attention_mask"]
     tensors["audio_offsets"] = torch.tensor([c["audio_offset"] for c in clips])
     return tensors
-
-
-def _pad_last(tensor, length):
-    out = tensor.new_zeros(*tensor.shape[:-1], length)
-    out[..., :tensor.shape[-1]] = tensor
-    return out
 
 
 class VideoDataset(torch.utils.data.Dataset):
@@ -224,10 +215,7 @@ def encode_video_split(split, processor, data_config, max_offset, evaluation, ca
     metadata = {"clip_id": [split[i]["clip_id"] for i in kept] if "clip_id" in split.column_names else kept,
                 "caption": [c["caption"] for c in clips], "sentences": [c["sentences"][:max_events] for c in clips]}
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache_file.with_suffix(f".tmp-{os.getpid()}")
-        torch.save({"tensors": tensors, "metadata": metadata, "skipped": dict(skipped)}, partial)
-        os.replace(partial, cache_file)
+        save_encoded(cache_file, {"tensors": tensors, "metadata": metadata, "skipped": dict(skipped)})
     return VideoDataset(tensors, metadata, skipped, max_offset=max_offset, shifted=evaluation)
 
 
@@ -235,8 +223,8 @@ def _cache_key(split, processor, data_config, max_offset, evaluation, max_events
     parts = {
         "version": VIDEO_CACHE_VERSION, "fingerprint": getattr(split, "_fingerprint", None), "rows": len(split),
         "video": processor.video_processor.to_dict(), "audio": processor.feature_extractor.to_dict(),
-        "vocab": hashlib.sha256(json.dumps(sorted(processor.tokenizer.get_vocab().items())).encode()).hexdigest(),
+        "vocab": vocab_digest(processor.tokenizer),
         "max_text_length": data_config.max_text_length, "max_offset": max_offset, "evaluation": evaluation,
         "max_events": max_events, "seed": seed, "on_error": data_config.on_error,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return digest(parts)
