@@ -15,7 +15,7 @@ from .emoji_assets import emoji_catalogue, indefinite_article
 from .speech import PITCH_RANGE, RATE_RANGE, TRAIN_VOICES
 
 SPLITS = ("train", "validation", "test", "test_novel")
-DATA_VERSION = 1  # bump when a change alters the output of an unchanged call
+DATA_VERSION = 2  # bump when a change alters the output of an unchanged call (2: more phrasings)
 DEFAULT_IMAGE_SIZE = 64  # the defaults build what configs/default.yaml trains on
 DEFAULT_NUM_EMOJI = 20
 DEFAULT_SIZES = {"train": 10_000, "validation": 1_000, "test": 1_000, "test_novel": 1_000}
@@ -24,6 +24,7 @@ NOVEL_PAIR_FRACTION = 0.1  # share of emoji pairs held out of train/validation/t
 # Object sizes as fractions of the image side; the gaps keep "big" and "small" unambiguous.
 SIZE_RANGES = {"small": (0.20, 0.26), "medium": (0.30, 0.36), "big": (0.42, 0.50)}
 SIZE_WORDS = {"small": "small", "medium": None, "big": "big"}
+SIZE_SYNONYMS = {"small": "little", "medium": None, "big": "large"}  # the captions use both words
 NUMBER_WORDS = {2: "two", 3: "three"}
 _KIND_WEIGHTS = {1: 0.35, 2: 0.45, 3: 0.20}  # distinct emoji per scene (train, validation, test)
 _NOVEL_KIND_WEIGHTS = {2: 0.7, 3: 0.3}
@@ -67,9 +68,10 @@ class Scene:
         return [group.emoji_id for group in self.groups for _ in range(group.count)]
 
 
-def _noun_phrase(group: Group, sized: bool = True) -> str:
+def _noun_phrase(group: Group, words: dict | None = SIZE_WORDS) -> str:
+    """"a big zebra", "two little cats": the group's count, its size word from `words` (None: no size)."""
     info = emoji_catalogue()[group.emoji_id]
-    adjective = SIZE_WORDS[group.size] if sized else None
+    adjective = words[group.size] if words else None
     noun = info.name if group.count == 1 else info.plural
     phrase = f"{adjective} {noun}" if adjective else noun
     if group.count == 1:
@@ -77,27 +79,80 @@ def _noun_phrase(group: Group, sized: bool = True) -> str:
     return f"{NUMBER_WORDS[group.count]} {phrase}"
 
 
-def scene_captions(groups: list[Group], axis: str) -> list[str]:
-    """All phrasings of a scene: counts, sizes ("a big zebra") and relative positions, with and
-    without size words. Every one is true of the layout `plan_scenes` draws."""
-    before, after, in_order = RELATIONS[axis]
+def _be(group: Group) -> str:
+    return "are" if group.count > 1 else "is"
+
+
+def _phrasings(groups: list[Group], axis: str, templates) -> list[str]:
+    """Every caption `templates(phrases, be, relations)` writes, with each size vocabulary (the main
+    size words, their synonyms, none), without repeats."""
     captions = []
-    for sized in (True, False):
-        phrases = [_noun_phrase(group, sized) for group in groups]
-        there = "there are" if groups[0].count > 1 else "there is"
-        if len(groups) == 1:
-            (a,) = phrases
-            captions += [a, f"{there} {a}", f"a picture of {a}"]
-        elif len(groups) == 2:
-            a, b = phrases
-            captions += [f"{a} {before} {b}", f"{b} {after} {a}", f"{there} {a} {before} {b}"]
-        else:
-            a, b, c = phrases
-            captions += [
-                f"{a}, {b} and {c} {in_order}", f"{a} {before} {b} and {c}",
-                f"{c} {after} {a} and {b}", f"{b} between {a} and {c}",
-            ]
+    for words in (SIZE_WORDS, SIZE_SYNONYMS, None):
+        phrases = [_noun_phrase(group, words) for group in groups]
+        captions += templates(phrases, [_be(group) for group in groups], RELATIONS[axis])
     return list(dict.fromkeys(captions))  # unsized phrasings repeat when no group has a size word
+
+
+def _training_templates(phrases, be, relations) -> list[str]:
+    before, after, in_order = relations
+    there = f"there {be[0]}"
+    if len(phrases) == 1:
+        (a,) = phrases
+        return [a, f"{there} {a}", f"a picture of {a}", f"{a} {be[0]} in the picture"]
+    if len(phrases) == 2:
+        a, b = phrases
+        return [f"{a} {before} {b}", f"{b} {after} {a}", f"{there} {a} {before} {b}",
+                f"{a} {be[0]} {before} {b}", f"{b} {be[1]} {after} {a}", f"a picture of {a} {before} {b}"]
+    a, b, c = phrases
+    return [f"{a}, {b} and {c} {in_order}", f"{a} {before} {b} and {c}", f"{c} {after} {a} and {b}",
+            f"{b} between {a} and {c}", f"{b} {be[1]} between {a} and {c}"]
+
+
+def _held_out_templates(phrases, be, relations) -> list[str]:
+    """Word orders and clause structures that no split's captions use (fronted relations, "on the
+    left ...", "with ... it", "first ..., then ..."), in words the training captions do use."""
+    before, after, in_order = relations
+    first_side, last_side = ("on the left", "on the right") if before == "to the left of" else ("at the top", "at the bottom")
+    if len(phrases) == 1:
+        (a,) = phrases
+        return [f"this is {a}", f"an image of {a}", f"in the picture there {be[0]} {a}"]
+    if len(phrases) == 2:
+        a, b = phrases
+        pronoun = "them" if be[1] == "are" else "it"
+        return [f"{before} {b} there {be[0]} {a}", f"{first_side} {be[0]} {a} and {last_side} {be[1]} {b}",
+                f"{b} with {a} {before} {pronoun}", f"{a} and {b} {in_order}"]
+    a, b, c = phrases
+    return [f"first {a}, then {b}, then {c}, {in_order}", f"between {a} and {c} there {be[1]} {b}",
+            f"{first_side} {be[0]} {a} and {last_side} {be[2]} {c}, with {b} between them"]
+
+
+def scene_captions(groups: list[Group], axis: str) -> list[str]:
+    """All training phrasings of a scene: counts, sizes ("a big zebra", "a large zebra") and relative
+    positions, in several clause structures, with and without size words. Every one is true of the layout
+    `plan_scenes` draws."""
+    return _phrasings(groups, axis, _training_templates)
+
+
+def held_out_captions(groups: list[Group], axis: str) -> list[str]:
+    """Phrasings of the same facts that no split uses (`test:unseen-phrasing`): new word orders and clause
+    structures, in the training captions' words. None of them is ever a training phrasing of any scene."""
+    return _phrasings(groups, axis, _held_out_templates)
+
+
+def scene_groups(emoji_ids: list[int], boxes: list, captions: list[str], image_side: int) -> tuple[list[Group], str]:
+    """(groups, axis) of a built scene, read back from its row: runs of the same emoji are a group, a box's
+    side gives its size class, and the captions' relation words give the axis."""
+    centres = {name: (low + high) / 2 * image_side for name, (low, high) in SIZE_RANGES.items()}
+    groups: list[Group] = []
+    for emoji_id, box in zip(emoji_ids, boxes):
+        if groups and groups[-1].emoji_id == emoji_id:
+            groups[-1] = Group(emoji_id, groups[-1].count + 1, groups[-1].size)
+            continue
+        side = box[2] - box[0]
+        groups.append(Group(int(emoji_id), 1, min(centres, key=lambda name: abs(centres[name] - side))))
+    vertical = [f" {word} " for word in RELATIONS["vertical"][:2]] + [RELATIONS["vertical"][2]]
+    axis = "vertical" if any(word in f" {c} " for c in captions for word in vertical) else "horizontal"
+    return groups, axis
 
 
 def weighted(rng: random.Random, weights: dict):

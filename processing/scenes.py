@@ -14,7 +14,6 @@ import contextlib
 import io
 import json
 import os
-import random
 import shutil
 import time
 from pathlib import Path
@@ -26,10 +25,8 @@ from .emoji_assets import (
 from .scene_plan import (
     DATA_VERSION, DEFAULT_IMAGE_SIZE, DEFAULT_NUM_EMOJI, DEFAULT_SIZES, NOVEL_PAIR_FRACTION, SPLITS, Scene, plan_scenes,
 )
-from .speech import (
-    AUDIO_FORMATS, CHUNK_SIZE, PITCH_RANGE, RATE_RANGE, SAMPLING_RATE, UNSEEN_VOICES,
-    fresh_process_map, speak_here,
-)
+from .held_out import respeak_split
+from .speech import AUDIO_FORMATS, CHUNK_SIZE, SAMPLING_RATE, UNSEEN_VOICES, fresh_process_map, speak_here
 
 __all__ = [
     "add_data_arguments", "build_cli", "build_from_args", "build_scene_dataset", "load_scene_dataset",
@@ -94,26 +91,6 @@ def _build_chunk(job: tuple[list[Scene], int, bool, str]) -> dict[str, list]:
     requests = [(s.caption, s.voice, s.rate, s.pitch) for s in scenes]
     audios = speak_here(requests, SAMPLING_RATE, audio_format) if with_speech else [None] * len(scenes)
     return _columns(scenes, audios, image_size)
-
-
-def _speak_job(job):
-    return speak_here(*job)
-
-
-def respeak_split(split, voices=UNSEEN_VOICES, seed: int = 0, audio_format: str = "wav", num_proc: int = 2):
-    """`split` with every caption spoken again by `voices` (one drawn per scene from `seed`, with a rate and
-    pitch from the training ranges): the same scenes heard in a voice that training never used."""
-    rng = random.Random(f"xmodal-respeak/{seed}")
-    requests = [(caption, rng.choice(list(voices)), rng.randint(*RATE_RANGE), rng.randint(*PITCH_RANGE))
-                for caption in split["caption"]]
-    jobs = [(requests[start : start + CHUNK_SIZE], SAMPLING_RATE, audio_format)
-            for start in range(0, len(requests), CHUNK_SIZE)]
-    audios = [audio for chunk in fresh_process_map(_speak_job, jobs, num_proc) for audio in chunk]
-    features = scene_features()
-    split = split.remove_columns(["audio", "sampling_rate", "voice"])
-    split = split.add_column("audio", audios, feature=features["audio"])
-    split = split.add_column("sampling_rate", [SAMPLING_RATE] * len(audios), feature=features["sampling_rate"])
-    return split.add_column("voice", [voice for _, voice, _, _ in requests])
 
 
 def _warm_sprite_cache(plan: dict[str, list[Scene]]) -> None:
@@ -338,9 +315,9 @@ def dataset_card(params: dict, sizes: dict[str, int], stats: dict) -> str:
 
 Synthetic image / caption / speech triples built by `xmodal.processing.build_scene_dataset`.
 Each image ({side}x{side} RGB) shows 1 to 3 OpenMoji emoji on a solid or gradient background;
-captions state counts ("two bananas"), sizes ("a big zebra", "a small banana") and positions
-("to the left of", "above", "below", "to the right of", "between"). The `caption` column is the
-phrasing spoken in `audio`; `captions` holds every true phrasing.
+captions state counts ("two bananas"), sizes ("a big zebra", "a little banana") and positions
+("to the left of", "above", "below", "to the right of", "between"), in several clause structures.
+The `caption` column is the phrasing spoken in `audio`; `captions` holds every true phrasing.
 
 | split | rows |
 |---|---|
@@ -348,8 +325,8 @@ phrasing spoken in `audio`; `captions` holds every true phrasing.
 
 `test_novel` holds scenes whose pairs of emoji never appear together in `train`, `validation`
 or `test` (a held-out {NOVEL_PAIR_FRACTION:.0%} of the pairs). The voices {unseen} appear in
-no split: speak a split's captions with them (`xmodal.processing.synthesize_speech`) to test
-on an unseen voice.
+no split, nor does a second speech engine (SVOX Pico) or a set of held-out phrasings:
+`xmodal.processing.held_out` makes a split's scenes into each of these held-out variants.
 
 ## Columns
 - `scene_id` (string), `image` (`datasets.Image`, PNG), `caption` (string), `captions` (list

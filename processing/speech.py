@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from .speech_pico import PICO_SAMPLING_RATE, is_pico_voice, speak_pico
+
 SAMPLING_RATE = 16_000
 ESPEAK_SAMPLING_RATE = 22_050  # what espeak_Initialize reports; 16,000 / 22,050 = 320 / 441
 CHUNK_SIZE = 400  # texts per fresh worker process: ~3 s of work, so forking costs <1%
@@ -163,15 +165,22 @@ def speak_here(
     requests: Sequence[tuple[str, str, int, int]], sampling_rate: int = SAMPLING_RATE,
     audio_format: str | None = None,
 ) -> list:
-    """Speak `(text, voice, rate, pitch)` requests with this process's engine: float32 arrays,
+    """Speak `(text, voice, rate, pitch)` requests with this process's engine (SVOX Pico for the held-out
+    `UNSEEN_ENGINE_VOICES`, eSpeak NG for every other): float32 arrays,
     or encoded bytes when `audio_format` is "wav" or "flac". Reproducible only in a fresh
     process (see `fresh_process_map`)."""
-    engine = _engine()
     results: list = [None] * len(requests)
     # grouped by voice: switching voices reloads the voice files
     for index in sorted(range(len(requests)), key=lambda i: requests[i][1]):
         text, voice, rate, pitch = requests[index]
-        audio = _resample(engine.speak(text, voice, rate, pitch), sampling_rate)
+        if is_pico_voice(voice):  # the held-out engine (`test:unseen-engine`)
+            audio = speak_pico(text, voice, rate, pitch)
+            if sampling_rate != PICO_SAMPLING_RATE:
+                import soxr
+
+                audio = soxr.resample(audio, PICO_SAMPLING_RATE, sampling_rate, quality="MQ").astype(np.float32)
+        else:
+            audio = _resample(_engine().speak(text, voice, rate, pitch), sampling_rate)
         results[index] = audio if audio_format is None else encode_audio(audio, sampling_rate, audio_format)
     return results
 

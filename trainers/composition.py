@@ -11,21 +11,38 @@ captions of one or three objects, or in other phrasings, are left out.
 """
 
 import torch
-from xmodal.processing.scene_plan import NUMBER_WORDS, RELATIONS, SIZE_WORDS
+from xmodal.processing.scene_plan import NUMBER_WORDS, RELATIONS, SIZE_SYNONYMS, SIZE_WORDS
 
 KINDS = ("swap_objects", "swap_relation", "count", "size")
 _COUNTS = {word: other for word, other in zip(NUMBER_WORDS.values(), list(NUMBER_WORDS.values())[::-1])}
-_SIZES = {"big": "small", "small": "big"}
-_PREFIXES = ("there is ", "there are ")
-assert set(_SIZES) == {word for word in SIZE_WORDS.values() if word}, "a size word without its opposite"
+_SIZES = {"big": "small", "small": "big", "large": "little", "little": "large"}
+_PREFIXES = ("there is ", "there are ", "a picture of ")
+_VERBS = (" is", " are")
+assert set(_SIZES) == {word for table in (SIZE_WORDS, SIZE_SYNONYMS) for word in table.values() if word}, \
+    "a size word without its opposite"
 
 
-def _there(phrase):
-    return "there are " if phrase.split(" ", 1)[0] in _COUNTS else "there is "
+def _plural(phrase):
+    return phrase.split(" ", 1)[0] in _COUNTS
+
+
+def _noun_phrase(phrase):
+    """Starts as the generator's noun phrases do: an article or a count word ("it", "" do not)."""
+    return phrase.split(" ", 1)[0] in ("a", "an", *_COUNTS)
+
+
+def _agree(prefix, verb, phrase):
+    """The prefix ("there is") and verb (" is") that agree with a new first noun phrase."""
+    if prefix.startswith("there "):
+        prefix = "there are " if _plural(phrase) else "there is "
+    if verb:
+        verb = " are" if _plural(phrase) else " is"
+    return prefix, verb
 
 
 def caption_variants(caption):
-    """{kind: false caption} for a two-object caption "[there is|are] A <relation> B"; {} for any other."""
+    """{kind: false caption} for a two-object caption "[there is|are|a picture of] A [is|are] <relation> B";
+    {} for any other."""
     for before, after, _ in RELATIONS.values():
         for relation, opposite in ((before, after), (after, before)):
             parts = caption.split(f" {relation} ")
@@ -33,19 +50,22 @@ def caption_variants(caption):
                 continue
             first, second = parts
             prefix = next((p for p in _PREFIXES if first.startswith(p)), "")
-            first = first[len(prefix):]
-            if not first or not second or first == second or " and " in second or "," in first:
+            verb = next((v for v in _VERBS if first.endswith(v)), "")
+            first = first[len(prefix):len(first) - len(verb)]
+            if (first == second or not _noun_phrase(first) or not _noun_phrase(second) or " and " in second
+                    or "," in first or " with " in first):
                 return {}
+            swapped_prefix, swapped_verb = _agree(prefix, verb, second)
             variants = {
-                "swap_objects": f"{_there(second) if prefix else ''}{second} {relation} {first}",
-                "swap_relation": f"{prefix}{first} {opposite} {second}",
+                "swap_objects": f"{swapped_prefix}{second}{swapped_verb} {relation} {first}",
+                "swap_relation": f"{prefix}{first}{verb} {opposite} {second}",
             }
             words = first.split(" ")
             if words[0] in _COUNTS:  # "two big cats" -> "three big cats"
-                variants["count"] = " ".join([prefix + _COUNTS[words[0]], *words[1:]]) + f" {relation} {second}"
+                variants["count"] = f"{prefix}{' '.join([_COUNTS[words[0]], *words[1:]])}{verb} {relation} {second}"
             if len(words) > 1 and words[1] in _SIZES:  # the word after the article or count is its size
                 changed = [words[0], _SIZES[words[1]], *words[2:]]
-                variants["size"] = f"{prefix}{' '.join(changed)} {relation} {second}"
+                variants["size"] = f"{prefix}{' '.join(changed)}{verb} {relation} {second}"
             return variants
     return {}
 

@@ -21,6 +21,15 @@ from xmodal.trainers.composition import caption_variants, composition_metrics, c
         "swap_objects": "an owl to the right of three dogs",
         "swap_relation": "three dogs to the left of an owl",
         "count": "two dogs to the right of an owl"}),
+    ("two little cats are to the left of a dog", {  # the verb agrees with the new first noun phrase
+        "swap_objects": "a dog is to the left of two little cats",
+        "swap_relation": "two little cats are to the right of a dog",
+        "count": "three little cats are to the left of a dog",
+        "size": "two large cats are to the left of a dog"}),
+    ("a picture of a large owl above two dogs", {
+        "swap_objects": "a picture of two dogs above a large owl",
+        "swap_relation": "a picture of a large owl below two dogs",
+        "size": "a picture of a little owl above two dogs"}),
     ("a right anger bubble below a cat", {  # "right" in a name is not a relation
         "swap_objects": "a cat below a right anger bubble",
         "swap_relation": "a right anger bubble above a cat"}),
@@ -32,6 +41,7 @@ def test_variants_of_two_object_captions(caption, expected):
 @pytest.mark.parametrize("caption", [
     "a cat", "there are two cats", "a cat, a dog and an owl from left to right", "a cat to the left of a dog and an owl",
     "an owl between a cat and a dog", "a cat to the left of a cat", "a picture of a cat",
+    "a dog with a cat to the left of it", "to the left of a dog there is a cat",  # held-out phrasings
 ])
 def test_other_captions_have_no_variants(caption):
     assert caption_variants(caption) == {}

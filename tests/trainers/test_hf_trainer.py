@@ -56,18 +56,18 @@ def test_collator_emits_exactly_forward_arguments(matching_setup, tiny_scenes):
 
 def test_trainer_fine_tunes_matching_head_with_metrics(tmp_path, matching_setup, tiny_scenes):
     processor, model = matching_setup
-    train_rows = matching_rows(tiny_scenes["train"], 48)
+    train_rows = matching_rows(tiny_scenes["train"], 8)  # few enough to learn by heart in a few steps
     eval_rows = matching_rows(tiny_scenes["validation"], 8)
     trainer = build_trainer(model, processor, "matching", train_rows, eval_rows, data_config=DATA,
                             output_dir=str(tmp_path), per_device_train_batch_size=16, per_device_eval_batch_size=16,
-                            max_steps=24, learning_rate=3e-3, logging_steps=4, save_strategy="no", seed=0)
+                            max_steps=40, learning_rate=3e-3, logging_steps=8, save_strategy="no", seed=0)
     result = trainer.train()
     after = trainer.evaluate()
     assert torch.isfinite(torch.tensor(result.training_loss))
     for key in ("eval_loss", "eval_matching_accuracy", "eval_matching_roc_auc"):
         assert key in after
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    assert losses[-1] < losses[0]
+    assert losses[-1] < 0.95 * losses[0]  # 0.703 -> 0.643 when written
     assert 0.0 <= after["eval_matching_roc_auc"] <= 1.0
 
 

@@ -16,7 +16,6 @@ from .processors import (
 )
 from .rows import SKIP_REASONS, RowError
 from .sources import (
-    UNSEEN_VOICE_SUFFIX,
     base_dir,
     check_columns,
     encoded_cache_dir,
@@ -25,7 +24,7 @@ from .sources import (
     validation_split_name,
 )
 
-__all__ = ["DataError", "EncodedDataset", "EpochShuffleSampler", "row_lengths", "RowError", "SKIP_REASONS", "UNSEEN_VOICE_SUFFIX",
+__all__ = ["DataError", "EncodedDataset", "EpochShuffleSampler", "row_lengths", "RowError", "SKIP_REASONS",
            "XModalDataCollator", "base_dir", "check_columns", "configure_tokens", "encode_rows", "encode_split",
            "encoded_cache_dir", "forward_argument_names", "label_roles", "load_raw_dataset", "make_processor",
            "make_tokenizer", "select_split", "target_labels", "validation_split_name", "whisper_feature_extractor"]

@@ -21,6 +21,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from xmodal.processing.held_out import HELD_OUT_VARIANTS, held_out_variant
+
 from .errors import DataError
 
 IMAGE_SUFFIXES = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
@@ -259,7 +261,21 @@ def _load_audiofolder(data):
 
 
 # ----------------------------------------------------------------------------- splits
-UNSEEN_VOICE_SUFFIX = ":unseen-voice"
+# What each held-out variant reads from a split, beyond the scenes themselves.
+_VARIANT_COLUMNS = {"unseen-voice": ("caption", "audio"), "unseen-engine": ("caption", "audio"),
+                    "unseen-phrasing": ("image", "captions", "emoji_ids", "boxes", "audio")}
+assert set(_VARIANT_COLUMNS) == set(HELD_OUT_VARIANTS), "a held-out variant without its columns"
+
+
+def split_variant(name):
+    """(base split, held-out variant or None): `test:unseen-phrasing` -> (`test`, `unseen-phrasing`)."""
+    base, _, variant = name.rpartition(":")
+    if base and variant in HELD_OUT_VARIANTS:
+        return base, variant
+    if base:
+        raise DataError(f"Unknown held-out variant {variant!r} in split {name!r}; the variants are "
+                        + ", ".join(f"`{v}` ({what})" for v, what in HELD_OUT_VARIANTS.items()))
+    return name, None
 
 
 def split_name(data_config, name):
@@ -268,10 +284,10 @@ def split_name(data_config, name):
 
 
 def select_split(dataset, name, max_samples=None, data_config=None):
-    """A split by name (through `data.splits`); `<split>:unseen-voice` is that split's scenes spoken again by
-    voices that no split uses (`xmodal.processing.speech.UNSEEN_VOICES`), to test speech from an unheard
-    voice. An empty split is an error."""
-    base = name[: -len(UNSEEN_VOICE_SUFFIX)] if name.endswith(UNSEEN_VOICE_SUFFIX) else name
+    """A split by name (through `data.splits`); `<split>:<variant>` is that split made into a held-out variant
+    (`xmodal.processing.held_out.HELD_OUT_VARIANTS`: an unheard voice, an unheard speech engine, unheard
+    phrasings). An empty split is an error."""
+    base, variant = split_variant(name)
     actual = split_name(data_config, base) if data_config is not None else base
     if actual not in dataset:
         mapped = f" (data.splits maps {base!r} to {actual!r})" if actual != base else ""
@@ -284,13 +300,12 @@ def select_split(dataset, name, max_samples=None, data_config=None):
         raise DataError(f"The split {actual!r} of the dataset is empty (0 rows).")
     if max_samples is not None and max_samples < len(split):
         split = split.select(range(max_samples))
-    if base != name:
-        from xmodal.processing.scenes import respeak_split
-
-        if "audio" not in split.column_names or "caption" not in split.column_names:
-            raise DataError(f"{name!r} needs a split with captions and speech; {base!r} has "
-                            f"{split.column_names}.")
-        split = respeak_split(split)
+    if variant is not None:
+        missing = [c for c in _VARIANT_COLUMNS[variant] if c not in split.column_names]
+        if missing:
+            raise DataError(f"{name!r} needs the columns {list(_VARIANT_COLUMNS[variant])} (the built-in scenes' "
+                            f"layout); {base!r} lacks {missing}: it has {split.column_names}.")
+        split = held_out_variant(split, variant)
     return split
 
 
