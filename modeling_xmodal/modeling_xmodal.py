@@ -388,6 +388,10 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
             logger.warning_once(f"max_new_tokens={kwargs['max_new_tokens']} is more than the decoder's position "
                                 f"table allows; generating at most {limit} tokens.")
             kwargs["max_new_tokens"] = limit
+        if kwargs.get("max_new_tokens") is not None and "max_length" not in kwargs:
+            # The saved generation config's max_length (the position table) is a ceiling, not a request: without
+            # this, every call with max_new_tokens warns that both are set.
+            kwargs["max_length"] = None
         return super().generate(encoder_outputs=encoder_outputs, **kwargs)
 
     def _prepare_encoder_decoder_kwargs_for_generation(self, inputs_tensor, model_kwargs, model_input_name,

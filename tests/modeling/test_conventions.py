@@ -96,6 +96,19 @@ def test_generate_works_when_the_config_returns_tuples():
     assert generated.shape == (2, 4)
 
 
+def test_generate_with_max_new_tokens_under_a_saved_generation_config_does_not_warn(tmp_path):
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging
+
+    build(XModalForConditionalGeneration).save_pretrained(tmp_path)
+    model = XModalForConditionalGeneration.from_pretrained(tmp_path)
+    assert model.generation_config.max_length is not None  # the position table, saved with the checkpoint
+    inputs = tiny_inputs(("image",), batch_size=2)
+    with CaptureLogger(logging.get_logger("transformers")) as captured, torch.no_grad():
+        generated = model.generate(**inputs, max_new_tokens=3, do_sample=False, eos_token_id=None)
+    assert generated.shape == (2, 4) and "max_length" not in captured.out, captured.out
+
+
 # 2. hidden states and attentions ------------------------------------------------------------------------------
 def tower_outputs(output):
     return [getattr(output, field) for field in TOWER_FIELDS]
