@@ -56,6 +56,7 @@ def finish(model, processor, config, progress, train_seconds, command, state_dic
                                             split=split)
                 metrics.update({f"{split}/{k}": v for k, v in extra.items() if k != "split"})
         metrics["train_seconds"] = round(train_seconds, 3)  # seconds to the millisecond: a tiny run is not 0
+        metrics["train_steps"] = progress.step  # with the batch size: the samples seen, to compare at a fixed count
         metrics.update({key: value for key, value in (run_metrics or {}).items() if value is not None})
         plot_training_curve(progress.history, staging / "training_curve.png")
         write_model_card(staging, config, scalar_metrics(metrics), train_seconds, counts, command, steps=progress.step)

@@ -51,45 +51,45 @@ def test_two_processes_give_the_loss_and_gradients_of_one(tmp_path):
             torch.testing.assert_close(rank["grads"][name], parameter.grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def _train(folder, *flags):
+    """A 3-step contrastive run of the tiny scenes through `xmodal train`; the saved weights."""
+    values = tiny_run_config(folder, task="contrastive", modalities=("text", "image"),
+                             training={"max_steps": 3, "batch_size": 16, "learning_rate": 1e-3,
+                                       "save_every": 3, "warmup_steps": 0, "mixed_precision": "no"})
+    result = run_cli("train", "--config", write_yaml(values, folder.with_suffix(".yaml")), *flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return load_file(folder / "model" / "model.safetensors"), result
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, tiny_scenes):
+    """The reference both multi-process runs must end at."""
+    return _train(tmp_path_factory.mktemp("one") / "run", "--num-processes", 1)[0]
+
+
 @pytest.mark.slow
-def test_cli_num_processes_trains_like_one_process(tmp_path, tiny_scenes):
-    runs = {}
-    for processes in (1, 2):
-        values = tiny_run_config(tmp_path / f"p{processes}", task="contrastive", modalities=("text", "image"),
-                                 training={"max_steps": 3, "batch_size": 16, "learning_rate": 1e-3,
-                                           "save_every": 3, "warmup_steps": 0})
-        result = run_cli("train", "--config", write_yaml(values, tmp_path / f"p{processes}.yaml"),
-                         "--num-processes", processes)
-        assert result.returncode == 0, result.stderr[-3000:]
-        runs[processes] = load_file(tmp_path / f"p{processes}" / "model" / "model.safetensors")
+def test_cli_num_processes_trains_like_one_process(tmp_path, one_process):
+    weights, _ = _train(tmp_path / "p2", "--num-processes", 2)
     # Every process saved its own RNG state: two processes really ran.
     state = checkpointing.latest_state(tmp_path / "p2")
     assert sorted(p.name for p in state.glob("rng_state_*.json")) == ["rng_state_0.json", "rng_state_1.json"]
-    for name in runs[1]:
-        torch.testing.assert_close(runs[2][name], runs[1][name], rtol=0, atol=1e-5, msg=name)
+    for name in one_process:
+        torch.testing.assert_close(weights[name], one_process[name], rtol=0, atol=1e-5, msg=name)
 
 
 @pytest.mark.slow
-def test_the_fsdp_config_on_cpu_processes_says_it_runs_ddp_and_trains_like_one_process(tmp_path, tiny_scenes):
+def test_the_fsdp_config_on_cpu_processes_says_it_runs_ddp_and_trains_like_one_process(tmp_path, one_process):
     """configs/accelerate/fsdp.yaml as shipped, on 2 CPU processes. Accelerate 1.x enables FSDP only for
     accelerator devices (its state keeps MULTI_CPU on a CPU), so the run is data parallel: the log says so
     instead of pretending, and the run ends with the one-process weights. FSDP proper is checked on the
     device machine when a session has one."""
-    runs = {}
-    for name, extra in (("one", ["--num-processes", 1]),
-                        ("fsdp", ["--accelerate-config", REPO / "configs" / "accelerate" / "fsdp.yaml",
-                                  "--num-processes", 2])):
-        values = tiny_run_config(tmp_path / name, task="contrastive", modalities=("text", "image"),
-                                 training={"max_steps": 3, "batch_size": 16, "learning_rate": 1e-3,
-                                           "save_every": 3, "warmup_steps": 0, "mixed_precision": "no"})
-        result = run_cli("train", "--config", write_yaml(values, tmp_path / f"{name}.yaml"), *extra)
-        assert result.returncode == 0, result.stderr[-3000:]
-        runs[name] = load_file(tmp_path / name / "model" / "model.safetensors")
+    weights, result = _train(tmp_path / "fsdp", "--accelerate-config", REPO / "configs" / "accelerate" / "fsdp.yaml",
+                             "--num-processes", 2)
     assert "Training on 2 process(es), MULTI_CPU" in result.stdout
     assert "asks for FSDP, which Accelerate does not run on a CPU: training with MULTI_CPU" in result.stdout
     assert checkpointing.latest_state(tmp_path / "fsdp") is not None
-    for key in runs["one"]:
-        torch.testing.assert_close(runs["fsdp"][key], runs["one"][key], rtol=0, atol=1e-5, msg=key)
+    for key in one_process:
+        torch.testing.assert_close(weights[key], one_process[key], rtol=0, atol=1e-5, msg=key)
 
 
 def test_deepspeed_zero2_needs_a_gpu_machine():

@@ -52,6 +52,7 @@ def test_train_writes_a_loadable_checkpoint_with_card_and_metrics(tmp_path, tiny
     assert 50 < metrics["train_peak_rss_mib"] < 65536
     # a duration is recorded, in seconds to the millisecond; how long it took depends on the machine
     assert isinstance(metrics["train_seconds"], float) and metrics["train_seconds"] >= 0
+    assert metrics["train_steps"] == values["training"]["max_steps"]  # with the batch size: the samples seen
     # word order, relations, counts and sizes: accuracy of preferring the true caption, by similarity and match head
     for kind in ("swap_objects", "swap_relation"):
         assert metrics[f"composition_{kind}_pairs"] > 0
