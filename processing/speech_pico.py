@@ -25,14 +25,20 @@ def is_pico_voice(voice: str) -> bool:
     return voice.startswith("pico:")
 
 
-def speak_pico(text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
-    """float32 samples at 16 kHz, leading and trailing silence trimmed, for an eSpeak-scale `rate` (words
-    per minute) and `pitch` (0-100)."""
+def require_pico():
+    """The `ttspico` module, or an ImportError that says how to install it."""
     try:
         import ttspico
     except ImportError as error:
         raise ImportError("The held-out speech engine is SVOX Pico: pip install 'xmodal[unseen-engine]' "
                           "(`ttspico`, built from source: needs a C compiler).") from error
+    return ttspico
+
+
+def speak_pico(text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
+    """float32 samples at 16 kHz, leading and trailing silence trimmed, for an eSpeak-scale `rate` (words
+    per minute) and `pitch` (0-100)."""
+    ttspico = require_pico()
     if voice not in UNSEEN_ENGINE_VOICES:
         raise ValueError(f"Pico has no voice {voice!r}; its voices are {UNSEEN_ENGINE_VOICES}")
     engine = ttspico.TtsEngine(voice.split(":", 1)[1])

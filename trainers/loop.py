@@ -24,6 +24,7 @@ from .data import (
     XModalDataCollator,
     base_dir,
     check_columns,
+    check_split_names,
     configure_tokens,
     encode_split,
     encoded_cache_dir,
@@ -294,6 +295,7 @@ def train(config, resume=False, command=None):
             accelerator.print(f"The accelerate config asks for {kind}, which Accelerate does not run on a "
                               f"{accelerator.device.type.upper()}: training with {accelerator.distributed_type.value} "
                               "instead (replicated weights, the same results).")
+    check_split_names([config.evaluation.split, *config.evaluation.extra_splits])  # fails now, not after training
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     with accelerator.main_process_first():

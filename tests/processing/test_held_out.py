@@ -109,3 +109,19 @@ def test_unknown_variants_and_missing_columns_are_named(dataset):
     with pytest.raises(DataError, match=r"'test:unseen-phrasing' needs the columns .* lacks \['boxes'\]"):
         select_split(bare, "test:unseen-phrasing")
     assert set(HELD_OUT_VARIANTS) == {"unseen-voice", "unseen-engine", "unseen-phrasing"}
+
+
+def test_a_run_that_scores_the_unseen_engine_without_pico_fails_before_training(tmp_path, monkeypatch, dataset):
+    from xmodal.trainers.config import config_from_dict
+    from xmodal.trainers.loop import train
+
+    from ..trainers.helpers import tiny_config
+
+    monkeypatch.setitem(__import__("sys").modules, "ttspico", None)  # as if not installed
+    values = tiny_config(tmp_path, evaluation={"split": "test", "extra_splits": ["test:unseen-engine"]})
+    with pytest.raises(DataError, match=r"^Split 'test:unseen-engine': .*pip install 'xmodal\[unseen-engine\]'"):
+        train(config_from_dict(values))
+    assert not (tmp_path / "model").exists() and not list(tmp_path.glob("checkpoint*"))
+    values["evaluation"]["extra_splits"] = ["test:unseen-dialect"]
+    with pytest.raises(DataError, match="Unknown held-out variant 'unseen-dialect'"):
+        train(config_from_dict(values))

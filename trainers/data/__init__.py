@@ -18,6 +18,7 @@ from .rows import SKIP_REASONS, RowError
 from .sources import (
     base_dir,
     check_columns,
+    check_split_names,
     encoded_cache_dir,
     load_raw_dataset,
     select_split,
@@ -25,6 +26,7 @@ from .sources import (
 )
 
 __all__ = ["DataError", "EncodedDataset", "EpochShuffleSampler", "row_lengths", "RowError", "SKIP_REASONS",
-           "XModalDataCollator", "base_dir", "check_columns", "configure_tokens", "encode_rows", "encode_split",
-           "encoded_cache_dir", "forward_argument_names", "label_roles", "load_raw_dataset", "make_processor",
-           "make_tokenizer", "select_split", "target_labels", "validation_split_name", "whisper_feature_extractor"]
+           "XModalDataCollator", "base_dir", "check_columns", "check_split_names", "configure_tokens", "encode_rows",
+           "encode_split", "encoded_cache_dir", "forward_argument_names", "label_roles", "load_raw_dataset",
+           "make_processor", "make_tokenizer", "select_split", "target_labels", "validation_split_name",
+           "whisper_feature_extractor"]

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from xmodal.processing.held_out import HELD_OUT_VARIANTS, held_out_variant
+from xmodal.processing.speech_pico import require_pico
 
 from .errors import DataError
 
@@ -281,6 +282,17 @@ def split_variant(name):
 def split_name(data_config, name):
     """The dataset's name for a split: `data.splits` maps `train`, `validation` and `test` (others as named)."""
     return data_config.splits.get(name, name)
+
+
+def check_split_names(names):
+    """Before a run trains: every held-out variant named is known, and what it needs is installed (a split
+    scored only after ten minutes of training must not fail then)."""
+    for name in filter(None, names):
+        if split_variant(name)[1] == "unseen-engine":
+            try:
+                require_pico()
+            except ImportError as error:
+                raise DataError(f"Split {name!r}: {error}") from None
 
 
 def select_split(dataset, name, max_samples=None, data_config=None):
