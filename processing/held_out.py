@@ -18,7 +18,7 @@ import random
 
 from .scene_plan import held_out_captions, scene_groups
 from .speech import (
-    CHUNK_SIZE, PITCH_RANGE, RATE_RANGE, SAMPLING_RATE, TRAIN_VOICES, UNSEEN_VOICES, fresh_process_map, speak_here,
+    CHUNK_SIZE, PITCH_RANGE, RATE_RANGE, SAMPLING_RATE, TRAIN_VOICES, UNSEEN_VOICES, _speak_job, fresh_process_map,
 )
 from .speech_pico import UNSEEN_ENGINE_VOICES
 
@@ -27,10 +27,6 @@ HELD_OUT_VARIANTS = {
     "unseen-engine": "the captions spoken by SVOX Pico, a speech engine that no split uses",
     "unseen-phrasing": "the scenes captioned in phrasings that no split uses, spoken by the training voices",
 }
-
-
-def _speak_job(job):
-    return speak_here(*job)
 
 
 def respeak_split(split, voices=UNSEEN_VOICES, seed: int = 0, audio_format: str = "wav", num_proc: int = 2):

@@ -105,15 +105,20 @@ def _engine() -> _Engine:
     return _ENGINE
 
 
+def trim_silence(audio: np.ndarray, sampling_rate: int) -> np.ndarray:
+    """`audio` without its leading and trailing silence, `_PADDING_S` of it kept each side."""
+    loud = np.flatnonzero(np.abs(audio) > _SILENCE)
+    if loud.size:
+        pad = int(_PADDING_S * sampling_rate)
+        audio = audio[max(loud[0] - pad, 0) : loud[-1] + pad + 1]
+    return audio
+
+
 def _resample(samples: np.ndarray, sampling_rate: int) -> np.ndarray:
     """int16 at 22,050 Hz -> float32 at `sampling_rate`, leading/trailing silence trimmed."""
     import soxr
 
-    audio = samples.astype(np.float32) / 32768.0
-    loud = np.flatnonzero(np.abs(audio) > _SILENCE)
-    if loud.size:
-        pad = int(_PADDING_S * ESPEAK_SAMPLING_RATE)
-        audio = audio[max(loud[0] - pad, 0) : loud[-1] + pad + 1]
+    audio = trim_silence(samples.astype(np.float32) / 32768.0, ESPEAK_SAMPLING_RATE)
     if sampling_rate != ESPEAK_SAMPLING_RATE:
         audio = soxr.resample(audio, ESPEAK_SAMPLING_RATE, sampling_rate, quality="MQ")
     return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
@@ -174,7 +179,7 @@ def speak_here(
     for index in sorted(range(len(requests)), key=lambda i: requests[i][1]):
         text, voice, rate, pitch = requests[index]
         if is_pico_voice(voice):  # the held-out engine (`test:unseen-engine`)
-            audio = speak_pico(text, voice, rate, pitch)
+            audio = trim_silence(speak_pico(text, voice, rate, pitch), PICO_SAMPLING_RATE)
             if sampling_rate != PICO_SAMPLING_RATE:
                 import soxr
 

@@ -17,8 +17,6 @@ UNSEEN_ENGINE_VOICES = ("pico:en-US", "pico:en-GB")
 # Pico's rate and pitch are percentages of its defaults; eSpeak's words per minute and 0-100 pitch
 # (the ranges the data draws from) map onto them around eSpeak's defaults (175 wpm, pitch 50).
 _ESPEAK_DEFAULT_RATE, _ESPEAK_DEFAULT_PITCH = 175, 50
-_SILENCE = 1e-3
-_PADDING = int(0.05 * PICO_SAMPLING_RATE)
 
 
 def is_pico_voice(voice: str) -> bool:
@@ -36,8 +34,8 @@ def require_pico():
 
 
 def speak_pico(text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
-    """float32 samples at 16 kHz, leading and trailing silence trimmed, for an eSpeak-scale `rate` (words
-    per minute) and `pitch` (0-100)."""
+    """float32 samples at 16 kHz, for an eSpeak-scale `rate` (words per minute) and `pitch` (0-100);
+    `speech.speak_here` trims their silence as it does eSpeak's."""
     ttspico = require_pico()
     if voice not in UNSEEN_ENGINE_VOICES:
         raise ValueError(f"Pico has no voice {voice!r}; its voices are {UNSEEN_ENGINE_VOICES}")
@@ -45,8 +43,4 @@ def speak_pico(text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
     engine.rate = int(round(100 * rate / _ESPEAK_DEFAULT_RATE))
     engine.pitch = int(round(100 + 0.5 * (pitch - _ESPEAK_DEFAULT_PITCH)))  # 30..70 -> 90..110 %
     pcm = engine.speak(text) or b""
-    audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
-    loud = np.flatnonzero(np.abs(audio) > _SILENCE)
-    if loud.size:
-        audio = audio[max(loud[0] - _PADDING, 0) : loud[-1] + _PADDING + 1]
-    return audio
+    return np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
