@@ -81,6 +81,22 @@ def hardest_negatives(similarity):
     return similarity.detach().float().masked_fill(own, float("-inf")).argmax(dim=1)
 
 
+def negative_caption_loss(embeds, rows, negative_embeds, logit_scale):
+    """NegCLIP-style hard negatives: sample `rows[k]` of every other modality should be nearer its own caption than
+    the k-th false one (its objects swapped, relation turned...). Cross-entropy over the two scaled cosine
+    similarities, averaged over the modalities; `embeds` are normalised, text among them."""
+    captions = embeds["text"][rows]
+    losses = []
+    for modality, embedding in embeds.items():
+        if modality == "text":
+            continue
+        embedding = embedding[rows]
+        logits = torch.stack([(embedding * captions).sum(-1), (embedding * negative_embeds).sum(-1)], dim=1)
+        targets = torch.zeros(len(rows), dtype=torch.long, device=logits.device)
+        losses.append(F.cross_entropy((logit_scale.exp() * logits).float(), targets))
+    return torch.stack(losses).mean()
+
+
 def matching_loss(logits, labels):
     """Cross-entropy over match (1) / no match (0)."""
     return F.cross_entropy(logits.float(), labels)

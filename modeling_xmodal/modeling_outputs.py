@@ -169,6 +169,7 @@ class XModalForPreTrainingOutput(ModelOutput):
 
     loss: torch.Tensor | None = None
     contrastive_loss: torch.Tensor | None = None
+    negative_caption_loss: torch.Tensor | None = None
     matching_loss: torch.Tensor | None = None
     caption_loss: torch.Tensor | None = None
     transcription_loss: torch.Tensor | None = None

@@ -8,8 +8,16 @@ from transformers import AutoModel, GenerationMixin
 from transformers.utils import logging
 
 from .configuration_xmodal import XModalConfig, is_own_config
+from .input_checks import collect_inputs
 from .layers import XModalDecoder
-from .losses import hardest_negatives, matching_loss, sample_hard_negatives, token_loss, weighted_total
+from .losses import (
+    hardest_negatives,
+    matching_loss,
+    negative_caption_loss,
+    sample_hard_negatives,
+    token_loss,
+    weighted_total,
+)
 from .modalities import MODALITIES
 from .modeling_base import AUTO_MAP, PAIR_LOGITS, DecoderBridge, XModalModel, XModalPreTrainedModel, _XModalHeadModel
 from .modeling_outputs import (
@@ -45,13 +53,15 @@ def matching_pairs(modalities):
     return with_text or present
 
 
-def hard_negative_matching(model, towers, embeds):
+def hard_negative_matching(model, towers, embeds, false_captions=None):
     """ITM with in-batch hard negatives for every matching pair: for each sample, one positive pair and two
     negatives, the other side drawn by the similarity of the normalised `embeds` (in `eval()` the most similar one,
     so that an evaluation loss does not change from run to run). The rows are the positive pairs sample by sample
-    (a sample's rows do not depend on the rest of the batch), then the negatives. Returns (logits, labels)."""
+    (a sample's rows do not depend on the rest of the batch), then the negatives. `false_captions`, (rows, text
+    tower output), adds negatives last, for each pair with text: sample `rows[k]`'s other side against the k-th
+    false caption. Returns (logits, labels)."""
     choose = sample_hard_negatives if model.training else hardest_negatives
-    positives, negatives = [], []
+    positives, negatives, false_pairs = [], [], []
     for a, b in matching_pairs(towers):
         similarity = embeds[a] @ embeds[b].t()
         negatives_for_a = choose(similarity)
@@ -60,8 +70,12 @@ def hard_negative_matching(model, towers, embeds):
             negatives_for_b = choose(similarity.t())
             negatives.append(model.fusion({a: towers[a], b: take_rows(towers[b], negatives_for_a)}).pooler_output)
             negatives.append(model.fusion({a: take_rows(towers[a], negatives_for_b), b: towers[b]}).pooler_output)
+        if false_captions is not None and "text" in (a, b):
+            rows, false_text = false_captions
+            pair = {m: false_text if m == "text" else take_rows(towers[m], rows) for m in (a, b)}
+            false_pairs.append(model.fusion(pair).pooler_output)
     positives = torch.stack(positives, dim=1).flatten(0, 1)
-    logits = model.itm_head(torch.cat([positives, *negatives]))
+    logits = model.itm_head(torch.cat([positives, *negatives, *false_pairs]))
     labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     labels[:positives.shape[0]] = 1
     return logits, labels
@@ -400,10 +414,33 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
         return model_kwargs
 
 
+def negative_captions(model, batch_size, negative_input_ids, negative_attention_mask, negative_rows):
+    """(rows, text tower output) of the false captions given to a pre-training forward; `negative_rows` (the
+    sample each false caption belongs to) defaults to one per sample, in order."""
+    if negative_rows is None:
+        negative_rows = torch.arange(negative_input_ids.shape[0], device=negative_input_ids.device)
+        if negative_input_ids.shape[0] != batch_size:
+            raise ValueError(f"`negative_input_ids` has {negative_input_ids.shape[0]} rows for a batch of {batch_size}: "
+                             "give one false caption per sample, or `negative_rows` (the sample of each).")
+    if negative_rows.dim() != 1 or negative_rows.shape[0] != negative_input_ids.shape[0]:
+        raise ValueError(f"`negative_rows` should have shape ({negative_input_ids.shape[0]},), one sample index per "
+                         f"false caption; got {tuple(negative_rows.shape)}.")
+    if len(negative_rows) and not 0 <= int(negative_rows.min()) <= int(negative_rows.max()) < batch_size:
+        raise ValueError(f"`negative_rows` should index the batch of {batch_size}; got values "
+                         f"{int(negative_rows.min())}..{int(negative_rows.max())}.")
+    inputs = collect_inputs(model.config, paired=False, input_ids=negative_input_ids,
+                            attention_mask=negative_attention_mask)["text"]
+    return negative_rows, model.xmodal.run_tower("text", inputs)
+
+
 class XModalForPreTraining(_XModalDecoderHead):
     """Multi-task pre-training: contrastive + matching (hard negatives) + captioning (image -> text)
     + transcription (speech -> text), weighted by `config.loss_weights`, each part returned by name. Video takes
-    part in the contrastive and matching parts; video captioning is `XModalForConditionalGeneration`'s."""
+    part in the contrastive and matching parts; video captioning is `XModalForConditionalGeneration`'s.
+
+    `negative_input_ids` (false captions: a sample's caption with its objects swapped, its relation turned round...)
+    add the `negative_caption` part (each image or speech nearer its caption than its false one, as NegCLIP) and
+    one more matching negative per false caption."""
 
     uses_embedding_space = True
     _keys_to_ignore_on_load_unexpected = None
@@ -416,7 +453,8 @@ class XModalForPreTraining(_XModalDecoderHead):
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
                 feature_attention_mask=None, token_type_ids=None, labels=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, pixel_values_videos=None, video_frame_mask=None,
-                video_timestamps=None) -> XModalForPreTrainingOutput:
+                video_timestamps=None, negative_input_ids=None, negative_attention_mask=None,
+                negative_rows=None) -> XModalForPreTrainingOutput:
         output_attentions, output_hidden_states, return_dict = output_options(
             self.config, output_attentions, output_hidden_states, return_dict)
         # The base model's own forward runs the towers and gives the embeddings and the contrastive loss: its
@@ -428,12 +466,24 @@ class XModalForPreTraining(_XModalDecoderHead):
                            pixel_values_videos=pixel_values_videos, video_frame_mask=video_frame_mask,
                            video_timestamps=video_timestamps)
         towers = {m: base[spec.output] for m, spec in MODALITIES.items() if base.get(spec.output) is not None}
-        parts = dict.fromkeys(("contrastive", "matching", "caption", "transcription"))
-        matching_logits = caption_logits = transcription_logits = None
+        parts = dict.fromkeys(("contrastive", "negative_caption", "matching", "caption", "transcription"))
+        matching_logits = caption_logits = transcription_logits = negatives = None
+        if negative_input_ids is not None:
+            if "text" not in towers or len(towers) < 2:
+                raise ValueError("`negative_input_ids` are false captions of the batch's own: give them with "
+                                 f"`input_ids` and another modality; got {list(towers)}.")
+            negatives = negative_captions(self, input_ids.shape[0], negative_input_ids, negative_attention_mask,
+                                          negative_rows)
         if len(towers) > 1:
             parts["contrastive"] = base.loss
             embeds = {m: base[f"{m}_embeds"] for m in towers}
-            matching_logits, matching_labels = hard_negative_matching(self, towers, embeds)
+            if negatives is not None and len(negatives[0]):
+                negative_embeds = self.xmodal.project("text", negatives[1])
+                parts["negative_caption"] = negative_caption_loss(embeds, negatives[0], negative_embeds,
+                                                                  self.xmodal.logit_scale)
+            else:
+                negatives = None
+            matching_logits, matching_labels = hard_negative_matching(self, towers, embeds, negatives)
             parts["matching"] = matching_loss(matching_logits, matching_labels)
         if labels is not None:
             for part, source in (("caption", "image"), ("transcription", "audio")):
@@ -450,7 +500,8 @@ class XModalForPreTraining(_XModalDecoderHead):
                              "(contrastive, matching) and/or `labels` with images or audio (captioning, transcription).")
         total = weighted_total(computed, self.config.loss_weights)
         return finish(XModalForPreTrainingOutput(
-            loss=total, contrastive_loss=parts["contrastive"], matching_loss=parts["matching"],
+            loss=total, contrastive_loss=parts["contrastive"], negative_caption_loss=parts["negative_caption"],
+            matching_loss=parts["matching"],
             caption_loss=parts["caption"], transcription_loss=parts["transcription"],
             matching_logits=matching_logits,
             caption_logits=caption_logits, transcription_logits=transcription_logits,

@@ -10,6 +10,8 @@ al., ICLR 2023). The captions come from the scene generator's phrasings (`proces
 captions of one or three objects, or in other phrasings, are left out.
 """
 
+import random
+
 import torch
 from xmodal.processing.scene_plan import NUMBER_WORDS, RELATIONS, SIZE_SYNONYMS, SIZE_WORDS
 
@@ -68,6 +70,15 @@ def caption_variants(caption):
                 variants["size"] = f"{prefix}{' '.join(changed)}{verb} {relation} {second}"
             return variants
     return {}
+
+
+def false_caption(caption, seed):
+    """One false variant of `caption`, its kind drawn by `seed` (a training hard negative), or None when it has
+    none."""
+    variants = caption_variants(caption)
+    if not variants:
+        return None
+    return variants[random.Random(seed).choice(sorted(variants))]
 
 
 def preference_accuracy(true_scores, false_scores):

@@ -72,6 +72,9 @@ class DataConfig:
     max_eval_samples: int | None = None
     max_text_length: int = 32
     max_target_length: int = 32
+    # Also encode one false variant of each two-object caption (`trainers.composition.false_caption`): the
+    # pre-training head's `negative_caption` loss and one more matching negative per sample (NegCLIP's recipe).
+    negative_captions: bool = False
     max_audio_seconds: float = 8.0
     audio_hop_length: int = 160  # samples between log-mel frames (160 = 10 ms at 16 kHz)
     tokenizer: str = "train"  # "train" (on the training captions), "default" (built-in), or a folder
@@ -366,6 +369,10 @@ def validate(config: RunConfig):
             not isinstance(data.max_events, int) or data.max_events < 1:
         raise ConfigError(f"data.video_fps={data.video_fps!r} must be a positive number and data.max_events="
                           f"{data.max_events!r} a positive integer.")
+    if data.negative_captions is not False and (data.negative_captions is not True or config.task != "pretraining"
+                                                or "text" not in data.modalities):
+        raise ConfigError(f"data.negative_captions={data.negative_captions!r}: true or false; the false captions train "
+                          "task: pretraining (its negative_caption loss), with text among data.modalities.")
     if TASKS[config.task][1] == "column" and not data.column("label"):
         raise ConfigError(f"task={config.task!r} needs data.columns.label (the column holding `labels`).")
     _check_model_section(config.model)

@@ -13,6 +13,7 @@ Every head loads from the same checkpoint with `from_pretrained` (the weight nam
 a pre-training checkpoint is scored on all of them. Results go to JSON and to a Markdown table.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -161,6 +162,8 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
         config.data.path = str(data_path)
     if data is not None:
         config.data = data
+    # false captions are a training signal (the composition metrics make their own): not encoded here
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, negative_captions=False))
     evaluation = config.evaluation
     split_name = split or evaluation.split
     max_samples = max_samples if max_samples is not None else evaluation.max_samples

@@ -4,6 +4,7 @@ Each head's `...Spec` says how to call it and what its output looks like; `Test.
 test_video_tower.py runs the same common checks on models with a video tower through the specs."""
 
 import itertools
+import re
 
 import pytest
 import torch
@@ -388,6 +389,69 @@ class TestXModalForPreTraining(XModalForPreTrainingSpec):
         output = self.run(self.model(loss_weights=weights))
         expected = sum(weights[k] * getattr(output, f"{k}_loss") for k in weights)
         torch.testing.assert_close(output.loss, expected)
+
+    def negatives(self, inputs, rows):
+        """False captions for `rows`: each row's own caption reversed (a reordering, as a swap is)."""
+        ids, mask = inputs["input_ids"][rows].flip(1), inputs["attention_mask"][rows].flip(1)
+        return {"negative_input_ids": ids, "negative_attention_mask": mask, "negative_rows": torch.tensor(rows)}
+
+    def test_false_captions_add_the_negative_caption_part_and_matching_negatives(self):
+        model = self.model().eval()
+        inputs = {**self.inputs(), **self.loss_kwargs(3)}
+        with torch.no_grad():
+            plain = model(**inputs)
+            output = model(**inputs, **self.negatives(inputs, [0, 2]))
+        assert plain.negative_caption_loss is None
+        # image-text and audio-text each score the two false captions beside their 3 positives and 6 negatives
+        assert plain.matching_logits.shape == (2 * 3 + 2 * 6, 2)
+        assert output.matching_logits.shape == (2 * 3 + 2 * 6 + 2 * 2, 2)
+        torch.testing.assert_close(output.matching_logits[:-4], plain.matching_logits)
+        weights = model.config.loss_weights
+        torch.testing.assert_close(output.loss - plain.loss, weights["negative_caption"] * output.negative_caption_loss
+                                   + weights["matching"] * (output.matching_loss - plain.matching_loss))
+        # by hand: each image and clip of rows 0, 2 against its caption and its false one, a two-way cross-entropy
+        negatives = self.negatives(inputs, [0, 2])
+        embeds = model.xmodal.get_embeddings(**inputs)
+        false = model.xmodal.get_embeddings(input_ids=negatives["negative_input_ids"],
+                                            attention_mask=negatives["negative_attention_mask"])["text"]
+        expected = []
+        for modality in ("image", "audio"):
+            true_score = (embeds[modality][[0, 2]] * embeds["text"][[0, 2]]).sum(-1)
+            false_score = (embeds[modality][[0, 2]] * false).sum(-1)
+            logits = model.xmodal.logit_scale.exp() * torch.stack([true_score, false_score], 1)
+            expected.append(torch.nn.functional.cross_entropy(logits, torch.zeros(2, dtype=torch.long)))
+        torch.testing.assert_close(output.negative_caption_loss, torch.stack(expected).mean())
+
+    def test_a_false_caption_equal_to_the_true_one_costs_log_2(self):
+        model = self.model().eval()
+        inputs = {**self.inputs(), **self.loss_kwargs(3)}
+        with torch.no_grad():
+            output = model(**inputs, negative_input_ids=inputs["input_ids"],
+                           negative_attention_mask=inputs["attention_mask"])
+        torch.testing.assert_close(output.negative_caption_loss, torch.log(torch.tensor(2.0)))
+
+    def test_false_captions_gradients_reach_the_text_tower(self):
+        model = self.model()
+        inputs = {**self.inputs(), **self.loss_kwargs(3)}
+        model(**inputs, **self.negatives(inputs, [1])).negative_caption_loss.backward()
+        assert model.xmodal.get_input_embeddings().weight.grad.abs().sum() > 0
+
+    @pytest.mark.parametrize("given, message", [
+        ({"negative_rows": torch.tensor([[0]])}, "`negative_rows` should have shape (1,)"),
+        ({"negative_rows": torch.tensor([3])}, "`negative_rows` should index the batch of 3; got values 3..3"),
+        ({}, "`negative_input_ids` has 1 rows for a batch of 3"),
+    ])
+    def test_bad_false_captions_are_named(self, given, message):
+        inputs = {**self.inputs(), **self.loss_kwargs(3)}
+        negatives = {"negative_input_ids": inputs["input_ids"][:1], "negative_attention_mask": inputs["attention_mask"][:1],
+                     **given}
+        with pytest.raises(ValueError, match=re.escape(message)):
+            self.model()(**inputs, **negatives)
+
+    def test_false_captions_need_text_and_another_modality(self):
+        inputs = {**self.inputs(("image",)), **self.loss_kwargs(3)}
+        with pytest.raises(ValueError, match="`negative_input_ids` are false captions of the batch's own"):
+            self.model()(**inputs, negative_input_ids=torch.ones(3, 4, dtype=torch.long))
 
 
 class TestGatedFusionModels(TestXModalForSequenceClassification):

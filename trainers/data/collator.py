@@ -6,7 +6,8 @@ from .encoding import ENCODED_KEYS, encode_rows
 
 # Padded (batch, length) tensors and the mask that says how long each row really is.
 TRIM_BY_MASK = {"input_ids": "attention_mask", "attention_mask": "attention_mask",
-                "input_features": "feature_attention_mask", "feature_attention_mask": "feature_attention_mask"}
+                "input_features": "feature_attention_mask", "feature_attention_mask": "feature_attention_mask",
+                "negative_input_ids": "negative_attention_mask", "negative_attention_mask": "negative_attention_mask"}
 
 
 class XModalDataCollator:
@@ -37,6 +38,11 @@ class XModalDataCollator:
         for name in ("pixel_values", "input_features"):
             if name in batch:
                 batch[name] = batch[name].float()
+        if "negative_attention_mask" in batch:  # false captions: only the samples that have one, and whose
+            rows = batch["negative_attention_mask"].any(dim=1).nonzero().squeeze(1)
+            negatives = {k: batch.pop(k) for k in ("negative_input_ids", "negative_attention_mask")}
+            if len(rows):
+                batch.update({k: v[rows] for k, v in negatives.items()}, negative_rows=rows)
         if self.forward_names is not None:
             batch = {k: v for k, v in batch.items() if k in self.forward_names}
             if self.task == "contrastive" and "return_loss" in self.forward_names:

@@ -19,12 +19,15 @@ from pathlib import Path
 
 import torch
 
+from ..composition import false_caption
 from ..config import TASKS
 from .errors import DataError
 from .rows import RowError, prepare_row
 
-ENCODED_KEYS = ("input_ids", "attention_mask", "pixel_values", "input_features", "feature_attention_mask", "labels")
-CAPTION_KEYS = ("input_ids", "attention_mask")  # one row per caption when items have several
+ENCODED_KEYS = ("input_ids", "attention_mask", "pixel_values", "input_features", "feature_attention_mask", "labels",
+                "negative_input_ids", "negative_attention_mask")
+# One row per caption when items have several; a false caption (`data.negative_captions`) follows its caption.
+CAPTION_KEYS = ("input_ids", "attention_mask", "negative_input_ids", "negative_attention_mask")
 CACHE_VERSION = 2
 
 
@@ -50,6 +53,18 @@ def tokenize_texts(processor, texts, data_config):
     return inputs
 
 
+def negative_caption_inputs(processor, texts, data_config):
+    """`negative_input_ids` / `negative_attention_mask`: for each caption one false variant (objects swapped,
+    relation turned round, count or size changed; its kind drawn by the caption's position and text), or an
+    all-padding row with a zero mask when the caption has none (one or three objects, another phrasing)."""
+    negatives = [false_caption(text, f"{row}:{text}") for row, text in enumerate(texts)]
+    inputs = tokenize_texts(processor, [n or "" for n in negatives], data_config)
+    missing = torch.tensor([n is None for n in negatives])
+    inputs["input_ids"][missing] = processor.tokenizer.pad_token_id or 0
+    inputs["attention_mask"][missing] = 0
+    return {"negative_input_ids": inputs["input_ids"], "negative_attention_mask": inputs["attention_mask"]}
+
+
 def encode_prepared(prepared, processor, data_config, task, modalities):
     """Rows made ready by `prepare_row` -> model inputs as tensors. With several captions per item the
     caption tensors have one row per caption, and `caption_owner` says whose each is."""
@@ -61,6 +76,8 @@ def encode_prepared(prepared, processor, data_config, task, modalities):
             texts = [c for t in texts for c in (t if isinstance(t, list) else [t])]
             batch["caption_owner"] = torch.tensor(owners)
         batch.update(tokenize_texts(processor, texts, data_config))
+        if data_config.negative_captions:
+            batch.update(negative_caption_inputs(processor, texts, data_config))
     if "image" in modalities:
         batch.update(processor.image_processor([p["image"] for p in prepared], return_tensors="pt"))
     if "audio" in modalities:
@@ -119,7 +136,7 @@ class EncodedDataset(torch.utils.data.Dataset):
         owner = self.tensors.get("caption_owner")
         if owner is None:
             return {k: self.tensors[k] for k in CAPTION_KEYS if k in self.tensors}, torch.arange(self.length)
-        return {k: self.tensors[k] for k in CAPTION_KEYS}, owner
+        return {k: self.tensors[k] for k in CAPTION_KEYS if k in self.tensors}, owner
 
 
 def pad_to(tensor, length, value):
@@ -131,7 +148,8 @@ def pad_to(tensor, length, value):
 
 
 def _pad_value(key, tokenizer):
-    return {"labels": -100, "input_ids": tokenizer.pad_token_id or 0}.get(key, 0)
+    pad = tokenizer.pad_token_id or 0
+    return {"labels": -100, "input_ids": pad, "negative_input_ids": pad}.get(key, 0)
 
 
 def encode_split(split, processor, data_config, task, modalities, cache_dir=None, chunk_size=256, progress=None,
@@ -234,6 +252,8 @@ def _cache_key(split, processor, data_config, task, modalities):
         "vocab": vocab_digest(tokenizer),
         "data": {"columns": data_config.resolved_columns(), "on_error": data_config.on_error,
                  **{k: getattr(data_config, k) for k in ("max_text_length", "max_target_length")}},
+        # only when set, so that the caches encoded before the option existed stay valid
+        **({"negative_captions": True} if data_config.negative_captions else {}),
         "labels": TASKS[task][1],
         "modalities": sorted(modalities),
     }
