@@ -8,77 +8,25 @@ from transformers import AutoModel, GenerationMixin
 from transformers.utils import logging
 
 from .configuration_xmodal import XModalConfig, is_own_config
-from .input_checks import collect_inputs
 from .layers import XModalDecoder
-from .losses import (
-    hardest_negatives,
-    matching_loss,
-    negative_caption_loss,
-    sample_hard_negatives,
-    token_loss,
-    weighted_total,
-)
+from .losses import matching_loss, negative_caption_loss, token_loss, weighted_total
 from .modalities import MODALITIES
-from .modeling_base import AUTO_MAP, PAIR_LOGITS, DecoderBridge, XModalModel, XModalPreTrainedModel, _XModalHeadModel
+from .modeling_base import AUTO_MAP, DecoderBridge, XModalModel, XModalPreTrainedModel, _XModalHeadModel
 from .modeling_outputs import (
     XModalEncoderOutput,
     XModalForPreTrainingOutput,
     XModalMatchingOutput,
     XModalSeq2SeqLMOutput,
     XModalSequenceClassifierOutput,
-    XModalTowerOutput,
     finish,
     output_options,
     tower_outputs,
 )
 from .modeling_video import XModalForVideoPreTraining  # noqa: F401 (exported with the heads)
+from .negatives import hard_negative_matching, negative_captions
 from .towers import tower_output_size
 
 logger = logging.get_logger(__name__)
-
-
-def take_rows(output: XModalTowerOutput, index):
-    """The rows `index` of a tower output (for pairing samples with sampled negatives)."""
-    mask = output.attention_mask
-    return XModalTowerOutput(last_hidden_state=output.last_hidden_state[index],
-                             pooler_output=output.pooler_output[index],
-                             attention_mask=None if mask is None else mask[index])
-
-
-def matching_pairs(modalities):
-    """The pairs a matching head scores, in `PAIR_LOGITS` order: each other modality with text, or every pair
-    present when there is no text."""
-    present = [pair for pair in PAIR_LOGITS if pair[0] in modalities and pair[1] in modalities]
-    with_text = [pair for pair in present if "text" in pair]
-    return with_text or present
-
-
-def hard_negative_matching(model, towers, embeds, false_captions=None):
-    """ITM with in-batch hard negatives for every matching pair: for each sample, one positive pair and two
-    negatives, the other side drawn by the similarity of the normalised `embeds` (in `eval()` the most similar one,
-    so that an evaluation loss does not change from run to run). The rows are the positive pairs sample by sample
-    (a sample's rows do not depend on the rest of the batch), then the negatives. `false_captions`, (rows, text
-    tower output), adds negatives last, for each pair with text: sample `rows[k]`'s other side against the k-th
-    false caption. Returns (logits, labels)."""
-    choose = sample_hard_negatives if model.training else hardest_negatives
-    positives, negatives, false_pairs = [], [], []
-    for a, b in matching_pairs(towers):
-        similarity = embeds[a] @ embeds[b].t()
-        negatives_for_a = choose(similarity)
-        positives.append(model.fusion({a: towers[a], b: towers[b]}).pooler_output)
-        if negatives_for_a is not None:
-            negatives_for_b = choose(similarity.t())
-            negatives.append(model.fusion({a: towers[a], b: take_rows(towers[b], negatives_for_a)}).pooler_output)
-            negatives.append(model.fusion({a: take_rows(towers[a], negatives_for_b), b: towers[b]}).pooler_output)
-        if false_captions is not None and "text" in (a, b):
-            rows, false_text = false_captions
-            pair = {m: false_text if m == "text" else take_rows(towers[m], rows) for m in (a, b)}
-            false_pairs.append(model.fusion(pair).pooler_output)
-    positives = torch.stack(positives, dim=1).flatten(0, 1)
-    logits = model.itm_head(torch.cat([positives, *negatives, *false_pairs]))
-    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    labels[:positives.shape[0]] = 1
-    return logits, labels
 
 
 class XModalForMatching(_XModalHeadModel):
@@ -412,25 +360,6 @@ class XModalForConditionalGeneration(_XModalDecoderHead, GenerationMixin):
                                                        generation_config):
         # `generate` above always supplies `encoder_outputs`; the library hook is never needed.
         return model_kwargs
-
-
-def negative_captions(model, batch_size, negative_input_ids, negative_attention_mask, negative_rows):
-    """(rows, text tower output) of the false captions given to a pre-training forward; `negative_rows` (the
-    sample each false caption belongs to) defaults to one per sample, in order."""
-    if negative_rows is None:
-        negative_rows = torch.arange(negative_input_ids.shape[0], device=negative_input_ids.device)
-        if negative_input_ids.shape[0] != batch_size:
-            raise ValueError(f"`negative_input_ids` has {negative_input_ids.shape[0]} rows for a batch of {batch_size}: "
-                             "give one false caption per sample, or `negative_rows` (the sample of each).")
-    if negative_rows.dim() != 1 or negative_rows.shape[0] != negative_input_ids.shape[0]:
-        raise ValueError(f"`negative_rows` should have shape ({negative_input_ids.shape[0]},), one sample index per "
-                         f"false caption; got {tuple(negative_rows.shape)}.")
-    if len(negative_rows) and not 0 <= int(negative_rows.min()) <= int(negative_rows.max()) < batch_size:
-        raise ValueError(f"`negative_rows` should index the batch of {batch_size}; got values "
-                         f"{int(negative_rows.min())}..{int(negative_rows.max())}.")
-    inputs = collect_inputs(model.config, paired=False, input_ids=negative_input_ids,
-                            attention_mask=negative_attention_mask)["text"]
-    return negative_rows, model.xmodal.run_tower("text", inputs)
 
 
 class XModalForPreTraining(_XModalDecoderHead):
