@@ -406,12 +406,10 @@ class XModalForPreTraining(_XModalDecoderHead):
         if len(towers) > 1:
             parts["contrastive"] = base.loss
             embeds = {m: base[f"{m}_embeds"] for m in towers}
-            if negatives is not None and len(negatives[0]):
+            if negatives is not None:
                 negative_embeds = self.xmodal.project("text", negatives[1])
                 parts["negative_caption"] = negative_caption_loss(embeds, negatives[0], negative_embeds,
                                                                   self.xmodal.logit_scale)
-            else:
-                negatives = None
             matching_logits, matching_labels = hard_negative_matching(self, towers, embeds, negatives)
             parts["matching"] = matching_loss(matching_logits, matching_labels)
         if labels is not None:

@@ -3,7 +3,7 @@ captions that pre-training may be given (NegCLIP) as the other side of more no-m
 
 import torch
 
-from .input_checks import collect_inputs
+from .input_checks import collect_inputs, is_tracing
 from .losses import hardest_negatives, sample_hard_negatives
 from .modeling_base import PAIR_LOGITS
 from .modeling_outputs import XModalTowerOutput
@@ -54,8 +54,8 @@ def hard_negative_matching(model, towers, embeds, false_captions=None):
 
 
 def negative_captions(model, batch_size, negative_input_ids, negative_attention_mask, negative_rows):
-    """(rows, text tower output) of the false captions given to a pre-training forward; `negative_rows` (the
-    sample each false caption belongs to) defaults to one per sample, in order."""
+    """(rows, text tower output) of the false captions given to a pre-training forward, or None when there are
+    none; `negative_rows` (the sample each false caption belongs to) defaults to one per sample, in order."""
     if negative_rows is None:
         negative_rows = torch.arange(negative_input_ids.shape[0], device=negative_input_ids.device)
         if negative_input_ids.shape[0] != batch_size:
@@ -64,7 +64,10 @@ def negative_captions(model, batch_size, negative_input_ids, negative_attention_
     if negative_rows.dim() != 1 or negative_rows.shape[0] != negative_input_ids.shape[0]:
         raise ValueError(f"`negative_rows` should have shape ({negative_input_ids.shape[0]},), one sample index per "
                          f"false caption; got {tuple(negative_rows.shape)}.")
-    if len(negative_rows) and not 0 <= int(negative_rows.min()) <= int(negative_rows.max()) < batch_size:
+    if negative_rows.shape[0] == 0:
+        return None
+    # a value check reads the tensor: not while `torch.compile` traces the step
+    if not is_tracing() and not 0 <= int(negative_rows.min()) <= int(negative_rows.max()) < batch_size:
         raise ValueError(f"`negative_rows` should index the batch of {batch_size}; got values "
                          f"{int(negative_rows.min())}..{int(negative_rows.max())}.")
     inputs = collect_inputs(model.config, paired=False, input_ids=negative_input_ids,

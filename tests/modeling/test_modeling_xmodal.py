@@ -430,6 +430,15 @@ class TestXModalForPreTraining(XModalForPreTrainingSpec):
                            negative_attention_mask=inputs["attention_mask"])
         torch.testing.assert_close(output.negative_caption_loss, torch.log(torch.tensor(2.0)))
 
+    def test_no_false_caption_rows_is_no_negative_caption_part(self):
+        model = self.model().eval()
+        inputs = {**self.inputs(), **self.loss_kwargs(3)}
+        with torch.no_grad():
+            output = model(**inputs, **self.negatives(inputs, []))
+            plain = model(**inputs)
+        assert output.negative_caption_loss is None
+        torch.testing.assert_close(output.loss, plain.loss)
+
     def test_false_captions_gradients_reach_the_text_tower(self):
         model = self.model()
         inputs = {**self.inputs(), **self.loss_kwargs(3)}
