@@ -38,7 +38,7 @@ class XModalDataCollator:
         for name in ("pixel_values", "input_features"):
             if name in batch:
                 batch[name] = batch[name].float()
-        if "negative_attention_mask" in batch:  # false captions: only the samples that have one, and whose
+        if "negative_attention_mask" in batch:  # false captions of the samples that have one; `negative_rows`: whose
             rows = batch["negative_attention_mask"].any(dim=1).nonzero().squeeze(1)
             negatives = {k: batch.pop(k) for k in ("negative_input_ids", "negative_attention_mask")}
             if len(rows):
