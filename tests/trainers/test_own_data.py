@@ -75,6 +75,18 @@ def test_each_source_gives_the_batches_of_the_dataset_dict(source, exported, ref
     assert encoded.skipped == {}
 
 
+@pytest.mark.parametrize("source", ["imagefolder", "audiofolder"])
+def test_a_folder_given_by_a_relative_path_reads_the_same(source, exported, reference, processor, monkeypatch):
+    """`xmodal eval --data data_cache/sentences`: paths are read relative to data.path, so a relative data.path
+    must not be joined twice (an audiofolder once skipped every row as a missing file)."""
+    monkeypatch.chdir(exported)
+    modality = {"imagefolder": "image", "audiofolder": "audio"}[source]
+    data = DataConfig(name=None, builder=source, path=source, modalities=["text", modality])
+    encoded = _encode(data, processor, modalities=["text", modality])
+    assert encoded.skipped == {}
+    _same(encoded, reference, {"image": ("pixel_values",), "audio": ("input_features",)}[modality])
+
+
 def test_a_run_trains_from_webdataset_shards(exported, tmp_path, tiny_scenes):
     values = tiny_config(tmp_path / "run", task="contrastive", training={"max_steps": 2},
                          evaluation={"split": "test", "max_samples": 16})

@@ -256,8 +256,9 @@ def _load_audiofolder(data):
         table = load_dataset(builder, data_files=str(metadata), split="train")
         if "file_name" not in table.column_names:
             raise DataError(f"{metadata}: has no file_name column (it has {table.column_names}).")
-        folder = str(metadata.parent)
-        splits[split] = table.map(lambda row: {"audio": os.path.join(folder, row["file_name"])})
+        # relative to data.path, where relative paths are read from (`base_dir`), whether data.path is or not
+        folder = os.path.relpath(metadata.parent, root)
+        splits[split] = table.map(lambda row: {"audio": os.path.normpath(os.path.join(folder, row["file_name"]))})
     return DatasetDict(splits)
 
 
