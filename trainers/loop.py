@@ -6,6 +6,7 @@ The data order depends only on (seed, epoch), and the RNG states travel in the c
 JSON, no pickle), so a resumed run ends with the same weights as an uninterrupted one.
 """
 
+import contextlib
 import gc
 import os
 import sys
@@ -248,6 +249,19 @@ def _set_threads(training, accelerator):
         torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def _evaluation_threads(training, accelerator):
+    """The main process evaluates after the others have finished: on a CPU it takes every core for it, unless
+    `training.num_threads` says otherwise."""
+    before = torch.get_num_threads()
+    if accelerator.device.type == "cpu" and not training.num_threads:
+        torch.set_num_threads(max(before, os.cpu_count() or 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def make_loaders(data, config, accelerator):
     """The training loader (global batches, shuffled per epoch from the seed) and the evaluation loader; a
     stream has no training loader here (see `stream_batches`), and is validated on its split's first rows."""
@@ -405,13 +419,17 @@ def train(config, resume=False, command=None):
     accelerator.wait_for_everyone()
     # Sharded models (FSDP, DeepSpeed) gather their full weights with every process taking part.
     state_dict = accelerator.get_state_dict(model) if _is_sharded(accelerator) else None
-    metrics = {}
-    if accelerator.is_main_process:
-        metrics = finish(accelerator.unwrap_model(model), data.processor, config, progress, train_seconds, command,
-                         state_dict=state_dict, run_metrics=run_metrics)
-    accelerator.wait_for_everyone()
+    final_model = accelerator.unwrap_model(model) if accelerator.is_main_process else None
     del model, optimizer, scheduler, parts
+    # The process group ends before the main process saves and evaluates alone: a barrier held open over an
+    # evaluation longer than its timeout (30 minutes; pretrained.yaml's five splits on two cores took longer)
+    # failed the run at its end and lost the model it had trained.
     end_training(accelerator)
+    metrics = {}
+    if final_model is not None:
+        with _evaluation_threads(training, accelerator):
+            metrics = finish(final_model, data.processor, config, progress, train_seconds, command,
+                             state_dict=state_dict, run_metrics=run_metrics)
     if training.push_to_hub and accelerator.is_main_process:  # the model is saved: a failed upload loses nothing
         from .push import push_to_hub
 
