@@ -88,8 +88,9 @@ def model_class(task):
     return getattr(xmodal, TASKS[task][0])
 
 
-def build_model(config, tokenizer):
-    """The task's model: from `training.pretrained` if set, else fresh from `config.model` and `config.towers`."""
+def build_model(config, tokenizer, target_tokenizer=None):
+    """The task's model: from `training.pretrained` if set, else fresh from `config.model` and `config.towers`;
+    `target_tokenizer` (the processor's, when the labels have their own) sizes a built-in decoder."""
     from xmodal import XModalConfig
 
     cls = model_class(config.task)
@@ -97,8 +98,8 @@ def build_model(config, tokenizer):
     if config.training.pretrained:
         return cls.from_pretrained(config.training.pretrained, attn_implementation=attention)
     if config.towers.parts():  # pretrained towers, frozen parts and their LoRA adapters
-        return build_composed_model(config, tokenizer, cls, attention)
-    kwargs = configure_tokens(config.model, tokenizer, config.data)
+        return build_composed_model(config, tokenizer, cls, attention, target_tokenizer)
+    kwargs = configure_tokens(config.model, tokenizer, config.data, target_tokenizer)
     model_config = XModalConfig(**kwargs)
     torch.manual_seed(config.training.seed)
     return cls._from_config(model_config, attn_implementation=attention)
@@ -314,7 +315,7 @@ def train(config, resume=False, command=None):
         output_dir.mkdir(parents=True, exist_ok=True)
     with accelerator.main_process_first():
         data = prepare_data(config, accelerator, output_dir / "processor", resume)
-    model = build_model(config, data.tokenizer)
+    model = build_model(config, data.tokenizer, data.processor.target_tokenizer)
     if config.lora.enabled:
         from .lora import apply_lora
 

@@ -84,23 +84,29 @@ def whisper_feature_extractor(audio_config, max_seconds):
     return XModalFeatureExtractor(**settings, max_duration=min(max_seconds, window))
 
 
-def configure_tokens(model_kwargs, tokenizer, data_config):
-    """Fills vocabulary sizes, special token ids and lengths of the model config from the tokenizer."""
+def configure_tokens(model_kwargs, tokenizer, data_config, target_tokenizer=None):
+    """Fills vocabulary sizes, special token ids and lengths of the model config from the tokenizer; the decoder's
+    from `target_tokenizer` when the labels have one of their own (a pretrained text tower reads with its own
+    tokenizer, and the built-in decoder writes with the run's)."""
     kwargs = dict(model_kwargs)
-    vocab = len(tokenizer)
     for key in ("text_config", "decoder_config"):
         if key in kwargs and kwargs[key] is None:
             continue
         sub = dict(kwargs.get(key) or {})
         if sub.get("model_type") not in (None, "xmodal_text_model", "xmodal_decoder"):
             continue  # a `transformers` tower keeps its own vocabulary
+        if key == "decoder_config" and target_tokenizer is not None:
+            tokenizer = target_tokenizer
+        vocab = len(tokenizer)
         if sub.setdefault("vocab_size", vocab) < vocab:
             raise DataError(f"model.{key}.vocab_size={sub['vocab_size']} is smaller than the tokenizer's {vocab}.")
         sub["pad_token_id"] = tokenizer.pad_token_id
         if key == "decoder_config":
-            sub["bos_token_id"] = tokenizer.bos_token_id
-            sub["eos_token_id"] = tokenizer.eos_token_id
-            sub["decoder_start_token_id"] = tokenizer.bos_token_id
+            # a BERT-style tokenizer (MiniLM's) has no BOS / EOS: its texts run [CLS] ... [SEP], and so do labels
+            start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+            end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+            sub["bos_token_id"] = sub["decoder_start_token_id"] = start
+            sub["eos_token_id"] = end
             sub.setdefault("max_position_embeddings", data_config.max_target_length + 1)
         else:
             sub.setdefault("max_position_embeddings", data_config.max_text_length)

@@ -117,11 +117,11 @@ def load_pretrained(part, settings):
     return model
 
 
-def build_composed_model(config, tokenizer, cls, attention):
+def build_composed_model(config, tokenizer, cls, attention, target_tokenizer=None):
     """`config.towers` made real: pretrained towers loaded, the rest fresh from `config.model`, the frozen
     parts frozen and LoRA adapters on the `train: lora` parts (projections, fusion and heads train in full)."""
     towers = config.towers.parts()
-    kwargs = configure_tokens(config.model, tokenizer, config.data)
+    kwargs = configure_tokens(config.model, tokenizer, config.data, target_tokenizer)
     sources = {}
     for part, key in PART_CONFIG_KEYS.items():
         settings = towers.get(part)

