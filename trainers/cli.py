@@ -5,6 +5,7 @@
     xmodal data build [--out data_cache/scenes --num-emoji 20 ...]   (no options: the data of configs/default.yaml)
     xmodal data build --videos [--out data_cache/video_scenes --num-train N ...]   (the narrated emoji videos)
     xmodal data export --format imagefolder|audiofolder|webdataset|parquet --out DIR [--data PATH] [--splits train,test]
+    xmodal data sentences --out DIR   (held-out everyday sentences, unseen voices and engine: `xmodal eval --data DIR`)
     xmodal inspect
     xmodal demo [--model runs/default/model] [--port 7860] [--train-if-missing]
     xmodal convert whisper-ct2 --out DIR [--model-dir DIR] [--window-seconds 10]
@@ -70,6 +71,13 @@ def build_parser():
     export.add_argument("--shard-size", type=int, default=1000, help="samples per webdataset tar shard (default: 1000)")
     export.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")
     export.set_defaults(handler=_data_export)
+    sentences = data_commands.add_parser(
+        "sentences", help="speak the held-out everyday sentences (voices and an engine no split uses) into an "
+                          "audiofolder, for `xmodal eval --data DIR`: what a fine-tuned speech tower still hears")
+    sentences.add_argument("--out", required=True, help="folder to write (replaced whole, only with --overwrite)")
+    sentences.add_argument("--seed", type=int, default=0, help="draws each clip's rate and pitch (default 0)")
+    sentences.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")
+    sentences.set_defaults(handler=_data_sentences)
 
     inspect = commands["inspect"]
     inspect.add_argument("--batch-size", type=int, default=8, help="rows of the example forward (default 8)")
@@ -213,6 +221,23 @@ def _data_export(args, argv):
         print(f"xmodal data export: {error}", file=sys.stderr)
         return 2
     print(", ".join(f"{name}: {count}" for name, count in counts.items()), f"rows -> {args.out} ({args.format})")
+    return 0
+
+
+def _data_sentences(args, argv):
+    from datasets import DatasetDict
+    from xmodal.processing.held_out_sentences import build_sentence_dataset
+
+    from .data.export import check_destination, export_dataset
+
+    try:
+        check_destination(Path(args.out), [], args.overwrite)  # before ~20 s of speaking, not after
+        counts = export_dataset(DatasetDict({"test": build_sentence_dataset(seed=args.seed)}), args.out,
+                                "audiofolder", overwrite=args.overwrite)
+    except (OSError, ValueError, ImportError) as error:  # an occupied --out, Pico not installed
+        print(f"xmodal data sentences: {error}", file=sys.stderr)
+        return 2
+    print(f"test: {counts['test']} clips -> {args.out} (audiofolder; score with xmodal eval --data {args.out})")
     return 0
 
 

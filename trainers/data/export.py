@@ -37,7 +37,7 @@ def export_dataset(dataset_dict, out_dir, fmt, splits=None, shard_size=1000, ove
         raise DataError(f"shard size must be at least 1, got {shard_size}")
     chosen = _choose_splits(dataset_dict, splits)
     out_dir = Path(out_dir)
-    _check_destination(out_dir, [dataset_dict[name] for name in chosen], overwrite)
+    check_destination(out_dir, [dataset_dict[name] for name in chosen], overwrite)
     if fmt == "audiofolder" and any(AUDIO_COLUMN not in dataset_dict[name].column_names for name in chosen):
         raise DataError(f"audiofolder needs an {AUDIO_COLUMN!r} column; the data has none")
     write = {"imagefolder": _write_imagefolder, "audiofolder": _write_audiofolder,
@@ -58,7 +58,8 @@ def _choose_splits(dataset_dict, splits):
     return chosen
 
 
-def _check_destination(out_dir, datasets_to_read, overwrite):
+def check_destination(out_dir, datasets_to_read, overwrite):
+    """An error unless `out_dir` may be written: new or empty, or `overwrite`; never a folder that holds a source."""
     if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise DataError(f"{out_dir} already exists and is not empty; pass overwrite=True (--overwrite) to replace it")
     target = out_dir.resolve()
