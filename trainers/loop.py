@@ -252,8 +252,7 @@ def _set_threads(training, accelerator):
 
 @contextlib.contextmanager
 def _evaluation_threads(training, accelerator):
-    """The main process evaluates after the others have finished: on a CPU it takes every core for it, unless
-    `training.num_threads` says otherwise."""
+    """The main process evaluates alone, after the others: on a CPU with every core, unless `training.num_threads`."""
     before = torch.get_num_threads()
     if accelerator.device.type == "cpu" and not training.num_threads:
         torch.set_num_threads(max(before, os.cpu_count() or 1))
@@ -422,9 +421,8 @@ def train(config, resume=False, command=None):
     state_dict = accelerator.get_state_dict(model) if _is_sharded(accelerator) else None
     final_model = accelerator.unwrap_model(model) if accelerator.is_main_process else None
     del model, optimizer, scheduler, parts
-    # The process group ends before the main process saves and evaluates alone: a barrier held open over an
-    # evaluation longer than its timeout (30 minutes; pretrained.yaml's five splits on two cores took longer)
-    # failed the run at its end and lost the model it had trained.
+    # The process group ends before the main process saves and evaluates alone: a barrier held over an evaluation
+    # longer than its timeout (30 min; pretrained.yaml's took longer on 2 cores) failed the run, losing its model.
     end_training(accelerator)
     metrics = {}
     if final_model is not None:
