@@ -152,11 +152,9 @@ def main():
     fine_tuned = checkpoint / "merged" if (checkpoint / "merged" / "config.json").is_file() else checkpoint
     sentences = Path(args.sentences)
     if not (sentences / "test" / "metadata.jsonl").is_file():
-        from datasets import DatasetDict
-        from xmodal.processing.held_out_sentences import build_sentence_dataset
-        from xmodal.trainers.data.export import export_dataset
+        from xmodal.trainers.data.export import export_sentences
 
-        export_dataset(DatasetDict({"test": build_sentence_dataset()}), sentences, "audiofolder")
+        export_sentences(sentences)  # as `xmodal data sentences --out` does
     info = machine_info()
     print_machine(info)
     from xmodal.trainers.config import load_config

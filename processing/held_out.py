@@ -17,9 +17,7 @@ from __future__ import annotations
 import random
 
 from .scene_plan import held_out_captions, scene_groups
-from .speech import (
-    CHUNK_SIZE, PITCH_RANGE, RATE_RANGE, SAMPLING_RATE, TRAIN_VOICES, UNSEEN_VOICES, _speak_job, fresh_process_map,
-)
+from .speech import PITCH_RANGE, RATE_RANGE, SAMPLING_RATE, TRAIN_VOICES, UNSEEN_VOICES, speak_requests
 from .speech_pico import UNSEEN_ENGINE_VOICES
 
 HELD_OUT_VARIANTS = {
@@ -35,9 +33,7 @@ def respeak_split(split, voices=UNSEEN_VOICES, seed: int = 0, audio_format: str 
     rng = random.Random(f"xmodal-respeak/{seed}")
     requests = [(caption, rng.choice(list(voices)), rng.randint(*RATE_RANGE), rng.randint(*PITCH_RANGE))
                 for caption in split["caption"]]
-    jobs = [(requests[start : start + CHUNK_SIZE], SAMPLING_RATE, audio_format)
-            for start in range(0, len(requests), CHUNK_SIZE)]
-    audios = [audio for chunk in fresh_process_map(_speak_job, jobs, num_proc) for audio in chunk]
+    audios = speak_requests(requests, SAMPLING_RATE, audio_format, num_proc)
     from datasets import Value
 
     features = split.features  # the scenes' own column types, kept

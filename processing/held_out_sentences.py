@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 
-from .speech import CHUNK_SIZE, PITCH_RANGE, RATE_RANGE, SAMPLING_RATE, UNSEEN_VOICES, _speak_job, fresh_process_map
+from .speech import PITCH_RANGE, RATE_RANGE, SAMPLING_RATE, UNSEEN_VOICES, speak_requests
 from .speech_pico import UNSEEN_ENGINE_VOICES
 
 SENTENCE_VOICES = UNSEEN_ENGINE_VOICES + UNSEEN_VOICES
@@ -102,9 +102,7 @@ def build_sentence_dataset(seed: int = 0, voices=SENTENCE_VOICES, num_proc: int 
     from datasets import Dataset, Features, Value
 
     requests = sentence_requests(seed, voices)
-    jobs = [(requests[start : start + CHUNK_SIZE], SAMPLING_RATE, "wav")
-            for start in range(0, len(requests), CHUNK_SIZE)]
-    audios = [audio for chunk in fresh_process_map(_speak_job, jobs, num_proc) for audio in chunk]
+    audios = speak_requests(requests, SAMPLING_RATE, "wav", num_proc)
     features = Features({"caption": Value("string"), "audio": Value("binary"), "sampling_rate": Value("int32"),
                          "voice": Value("string")})
     return Dataset.from_dict({"caption": [text for text, *_ in requests], "audio": audios,

@@ -207,6 +207,17 @@ def fresh_process_map(function, jobs: Sequence, num_proc: int = 2) -> Iterator:
         yield from pool.imap(function, jobs)
 
 
+def speak_requests(
+    requests: Sequence[tuple[str, str, int, int]], sampling_rate: int = SAMPLING_RATE,
+    audio_format: str | None = None, num_proc: int = 2,
+) -> list:
+    """`speak_here` over many requests, `CHUNK_SIZE` at a time, each chunk in a fresh worker process (so the
+    result does not depend on `num_proc`); in the order of `requests`."""
+    jobs = [(requests[start : start + CHUNK_SIZE], sampling_rate, audio_format)
+            for start in range(0, len(requests), CHUNK_SIZE)]
+    return [audio for chunk in fresh_process_map(_speak_job, jobs, num_proc) for audio in chunk]
+
+
 def _per_text(value, count: int, name: str) -> list:
     if isinstance(value, (str, int, np.integer)):
         return [value] * count
@@ -241,5 +252,4 @@ def synthesize_speech(
             (int(p) for p in _per_text(pitch, count, "pitch")),
         )
     )
-    jobs = [(requests[start : start + CHUNK_SIZE], sampling_rate) for start in range(0, count, CHUNK_SIZE)]
-    return [audio for chunk in fresh_process_map(_speak_job, jobs, num_proc) for audio in chunk]
+    return speak_requests(requests, sampling_rate, num_proc=num_proc)

@@ -225,15 +225,10 @@ def _data_export(args, argv):
 
 
 def _data_sentences(args, argv):
-    from datasets import DatasetDict
-    from xmodal.processing.held_out_sentences import build_sentence_dataset
-
-    from .data.export import check_destination, export_dataset
+    from .data.export import export_sentences
 
     try:
-        check_destination(Path(args.out), [], args.overwrite)  # before ~20 s of speaking, not after
-        counts = export_dataset(DatasetDict({"test": build_sentence_dataset(seed=args.seed)}), args.out,
-                                "audiofolder", overwrite=args.overwrite)
+        counts = export_sentences(args.out, seed=args.seed, overwrite=args.overwrite)
     except (OSError, ValueError, ImportError) as error:  # an occupied --out, Pico not installed
         print(f"xmodal data sentences: {error}", file=sys.stderr)
         return 2

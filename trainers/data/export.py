@@ -48,6 +48,18 @@ def export_dataset(dataset_dict, out_dir, fmt, splits=None, shard_size=1000, ove
     return counts
 
 
+def export_sentences(out_dir, seed=0, overwrite=False):
+    """The held-out everyday sentences (`xmodal.processing.held_out_sentences`) written to `out_dir` as an
+    audiofolder with one `test` split; the destination is checked before the ~20 s of speaking. Returns
+    rows per split."""
+    from datasets import DatasetDict
+    from xmodal.processing.held_out_sentences import build_sentence_dataset
+
+    check_destination(Path(out_dir), [], overwrite)
+    return export_dataset(DatasetDict({"test": build_sentence_dataset(seed=seed)}), out_dir, "audiofolder",
+                          overwrite=overwrite)
+
+
 def _choose_splits(dataset_dict, splits):
     available = list(dataset_dict)
     chosen = available if splits is None else list(dict.fromkeys(splits))
