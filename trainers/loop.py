@@ -6,8 +6,6 @@ The data order depends only on (seed, epoch), and the RNG states travel in the c
 JSON, no pickle), so a resumed run ends with the same weights as an uninterrupted one.
 """
 
-import contextlib
-import gc
 import os
 import sys
 import time
@@ -46,9 +44,9 @@ from .data.streaming import (
     stream_head,
     text_sample,
 )
-from .export import finish
 from .optim import clip_gradients, make_optimizer, warmup_cosine, within_budget
 from .pretrained.compose import build_composed_model, resolve_towers
+from .run_end import close_run, is_sharded, unwrap_for_saving
 from .run_log import DataClock, LossWindow, flat_hparams, log_step, peak_rss_mib, progress_bar
 
 
@@ -250,18 +248,6 @@ def _set_threads(training, accelerator):
         torch.set_num_threads(threads)
 
 
-@contextlib.contextmanager
-def _evaluation_threads(training, accelerator):
-    """The main process evaluates alone, after the others: on a CPU with every core, unless `training.num_threads`."""
-    before = torch.get_num_threads()
-    if accelerator.device.type == "cpu" and not training.num_threads:
-        torch.set_num_threads(max(before, os.cpu_count() or 1))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def make_loaders(data, config, accelerator):
     """The training loader (global batches, shuffled per epoch from the seed) and the evaluation loader; a
     stream has no training loader here (see `stream_batches`), and is validated on its split's first rows."""
@@ -416,40 +402,10 @@ def train(config, resume=False, command=None):
                    "train_data_wait_fraction": round(clock.waited / max(train_seconds - seconds_before, 1e-9), 4),
                    # "<split>/<reason>": rows left out (data.on_error: skip)
                    "train_skipped_rows": skipped or {f"train/{k}": v for k, v in progress.stream_skipped.items()}}
-    accelerator.wait_for_everyone()
-    # Sharded models (FSDP, DeepSpeed) gather their full weights with every process taking part.
-    state_dict = accelerator.get_state_dict(model) if _is_sharded(accelerator) else None
-    final_model = accelerator.unwrap_model(model) if accelerator.is_main_process else None
-    del model, optimizer, scheduler, parts
-    # The process group ends before the main process saves and evaluates alone: a barrier held over an evaluation
-    # longer than its timeout (30 min; pretrained.yaml's took longer on 2 cores) failed the run, losing its model.
-    end_training(accelerator)
-    metrics = {}
-    if final_model is not None:
-        with _evaluation_threads(training, accelerator):
-            metrics = finish(final_model, data.processor, config, progress, train_seconds, command,
-                             state_dict=state_dict, run_metrics=run_metrics)
-    if training.push_to_hub and accelerator.is_main_process:  # the model is saved: a failed upload loses nothing
-        from .push import push_to_hub
-
-        _, url = push_to_hub(output_dir / "model", training.hub_model_id or output_dir.resolve().name,
-                             private=training.hub_private_repo)
-        print(f"Pushed: {url}")
-    return metrics
-
-
-def end_training(accelerator):
-    """Closes the trackers and the process group, after dropping the prepared objects.
-
-    A DDP wrapper's reducer holds the process group from C++ and is freed with the GIL held. Had it the last
-    reference (as it does once `destroy_process_group` has run), gloo's destructor would wait for its worker
-    threads while one of them waits for the GIL to free the tensors of the final collectives: an
-    intermittent hang of every process but the first at the end of a run (seen with torch 2.13; pytorch
-    issue 56297). Freed first, the process group's own binding drops the last reference, without the GIL.
-    """
-    accelerator.free_memory()  # forgets the prepared models, optimizers, schedulers and loaders
-    gc.collect()  # a wrapper kept alive by a reference cycle would otherwise be freed at some later collection
-    accelerator.end_training()
+    final_model, state_dict = unwrap_for_saving(accelerator, model)
+    del model, optimizer, scheduler, parts  # the wrappers go before the process group does (`end_training`)
+    return close_run(accelerator, final_model, state_dict, data.processor, config, progress, train_seconds, command,
+                     run_metrics)
 
 
 def light_step(batch, step, training):
@@ -485,7 +441,7 @@ def validate(model, loader, accelerator, config):
     model.eval()
     # Under FSDP the towers' weights are sharded outside the model's own forward: score the loss only.
     base = None
-    if config.task in ("pretraining", "contrastive") and not _is_sharded(accelerator):
+    if config.task in ("pretraining", "contrastive") and not is_sharded(accelerator):
         base = _contrastive_base(accelerator.unwrap_model(model))
     losses, embeds = [], {}
     with torch.random.fork_rng(devices=[]), accelerator.autocast():
@@ -512,8 +468,3 @@ def _contrastive_base(model):
         return model
     return getattr(model, "xmodal", None)
 
-
-def _is_sharded(accelerator):
-    from accelerate.utils import DistributedType
-
-    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)

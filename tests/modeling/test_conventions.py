@@ -342,7 +342,7 @@ def test_ddp_with_gradient_checkpointing_and_no_unused_parameter_search_trains(m
             ddp(**kwargs).loss.backward()
     finally:
         # The DDP reducer holds the process group: freed before it, or destroying the group can hang (seen here
-        # in CI with torch 2.13; see `xmodal.trainers.loop.end_training`).
+        # in CI with torch 2.13; see `xmodal.trainers.run_end.end_training`).
         del ddp
         gc.collect()
         dist.destroy_process_group()

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.modeling.tiny import tiny_config, tiny_inputs  # noqa: E402
 
 import xmodal  # noqa: E402
-from xmodal.trainers.loop import end_training  # noqa: E402
+from xmodal.trainers.run_end import end_training  # noqa: E402
 
 
 def main(folder):
