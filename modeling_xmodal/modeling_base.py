@@ -173,6 +173,12 @@ class XModalPreTrainedModel(PreTrainedModel):
                 init.normal_(parameter, std=std)
             if isinstance(module, CrossAttentionFusion):
                 init.normal_(module.fuse_token, std=std)
+                # Fan-in scaled (std 1/sqrt(in_features)) rather than 0.02: at 0.02 the attention logits start near
+                # zero, every query reads the same average of the context, and a matching head on the fused vector
+                # sat at its prior for a whole pretrained.yaml run (trainers/README.md, "Pretrained towers").
+                for linear in module.modules():
+                    if isinstance(linear, nn.Linear):
+                        init.normal_(linear.weight, std=linear.in_features ** -0.5)
         elif isinstance(module, XModalModel) and module.logit_scale is not None:
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
             if module.logit_bias is not None:
