@@ -3,7 +3,7 @@
 import torch
 from torch.nn import functional as F
 
-from xmodal import XModalForConditionalGeneration, XModalForSequenceClassification
+from xmodal import XModalForConditionalGeneration, XModalForPreTraining, XModalForSequenceClassification
 from xmodal.losses import clip_loss, sample_hard_negatives, sigmoid_loss
 
 from .tiny import tiny_config, tiny_inputs
@@ -53,6 +53,23 @@ def test_cross_attention_fusion_returns_text_to_image_attention_maps():
     with torch.no_grad():
         alone = model.fusion({"image": towers["image"]}, output_attentions=True)
     assert alone.modalities == ("image",) and not alone.cross_attentions
+
+
+def test_cross_attention_fusion_starts_fan_in_scaled_and_looks_somewhere():
+    """At std 0.02 every query read the same average of the context (attention 0.0005 from uniform in total
+    variation) and a matching head on the fused vector never left its prior; fan-in scaled weights start
+    with attention that depends on the pair."""
+    torch.manual_seed(0)
+    model = XModalForPreTraining(tiny_config()).eval()
+    for name, module in model.fusion.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            expected = module.in_features ** -0.5
+            assert abs(module.weight.std().item() - expected) < 0.2 * expected, name
+    assert abs(model.itm_head.weight.std().item() - 0.02) < 0.01  # the head keeps the config's initializer_range
+    with torch.no_grad():
+        attention = model.fusion(_towers(model, ("text", "image"), 8), output_attentions=True).cross_attentions[0]
+    distance_from_uniform = 0.5 * (attention - 1 / attention.shape[-1]).abs().sum(-1).mean()
+    assert distance_from_uniform > 0.1
 
 
 def test_clip_loss_matches_a_direct_computation():
