@@ -63,7 +63,9 @@ CONTRASTIVE_LOSSES = {"clip": clip_loss, "sigmoid": sigmoid_loss}
 
 def sample_hard_negatives(similarity, generator=None):
     """For each row, a column index other than its own, drawn with probability softmax(similarity)
-    (ALBEF/BLIP hard negatives). A batch of one has no negative: returns None."""
+    (ALBEF/BLIP hard negatives). `similarity` are logits: cosines times the contrastive scale, as ALBEF
+    draws them; bare cosines (within [-1, 1]) make the draw nearly uniform. A batch of one has no negative:
+    returns None."""
     if similarity.shape[0] < 2:
         return None
     weights = torch.softmax(similarity.detach().float(), dim=1)
