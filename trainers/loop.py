@@ -444,14 +444,15 @@ def validate(model, loader, accelerator, config):
     if config.task in ("pretraining", "contrastive") and not is_sharded(accelerator):
         base = _contrastive_base(accelerator.unwrap_model(model))
     losses, embeds = [], {}
-    with torch.random.fork_rng(devices=[]), accelerator.autocast():
-        for batch in loader:
-            outputs = model(**batch)
+    with torch.random.fork_rng(devices=[]):
+        for batch in loader:  # collated outside autocast: it would cast (or refuse) the stacked float16 features
+            with accelerator.autocast():
+                outputs = model(**batch)
+                vectors = base.get_embeddings(**batch) if base is not None else {}
             rows = next(v for k, v in batch.items() if torch.is_tensor(v)).shape[0]
             losses.append(accelerator.gather_for_metrics(outputs.loss.detach().float().repeat(rows)))
-            if base is not None:
-                for modality, vector in base.get_embeddings(**batch).items():
-                    embeds.setdefault(modality, []).append(accelerator.gather_for_metrics(vector))
+            for modality, vector in vectors.items():
+                embeds.setdefault(modality, []).append(accelerator.gather_for_metrics(vector))
     model.train(was_training)
     metrics = {"eval_loss": float(torch.cat(losses).mean())}
     if len(embeds) > 1:

@@ -156,3 +156,14 @@ def test_a_time_budget_runs_the_schedule_by_the_clock_and_stops(tmp_path, tiny_s
     assert (tmp_path / "model" / "model.safetensors").is_file()
     with pytest.raises(ConfigError, match="training.max_minutes=0 must be a positive number"):
         config_from_dict(tiny_config(tmp_path, training={"max_minutes": 0}))
+
+
+def test_bf16_training_validates_on_the_float16_cached_features(tmp_path, tiny_scenes, capsys):
+    """`mixed_precision: bf16` (what `auto` picks on CPUs with AMX or AVX512-BF16) with validation during the run:
+    the cached pixels and log-mels are float16, and collating them inside autocast failed (`torch.stack`:
+    "Unexpected floating ScalarType in at::autocast::prioritize")."""
+    values = tiny_config(tmp_path, training={"max_steps": 2, "eval_every": 2, "mixed_precision": "bf16"})
+    metrics = train(config_from_dict(values))
+    assert metrics["train_steps"] == 2, metrics
+    printed = re.search(r"step 2: eval_loss=([0-9.]+), eval_text_to_image_R@1=([0-9.]+)", capsys.readouterr().out)
+    assert printed and math.isfinite(float(printed[1])), "no validation at step 2"
