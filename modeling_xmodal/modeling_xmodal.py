@@ -1,8 +1,6 @@
 """XModal heads on the base model: matching (image-text, audio-text, video-text...), classification, and the two
 heads with a text decoder (conditional generation, multi-task pre-training). `AUTO_MAP` names these classes."""
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -61,9 +59,7 @@ class XModalForMatching(_XModalHeadModel):
         if labels is None and return_loss:
             # Without a shared embedding space, hard negatives are the pairs most alike as the fusion projects them.
             embeds = {m: F.normalize(self.fusion.pooled_vector(m, out), dim=-1) for m, out in towers.items()}
-            # No contrastive temperature is learnt here: negatives are drawn at the one contrastive training starts at.
-            scale = math.exp(self.config.logit_scale_init_value)
-            logits, used_labels = hard_negative_matching(self, towers, embeds, scale)
+            logits, used_labels = hard_negative_matching(self, towers, embeds)
             return finish(XModalMatchingOutput(loss=matching_loss(logits, used_labels), logits=logits,
                                                labels=used_labels, pair_modalities=tuple(towers), **extra),
                           return_dict)
@@ -414,8 +410,7 @@ class XModalForPreTraining(_XModalDecoderHead):
                 negative_embeds = self.xmodal.project("text", negatives[1])
                 parts["negative_caption"] = negative_caption_loss(embeds, negatives[0], negative_embeds,
                                                                   self.xmodal.logit_scale)
-            matching_logits, matching_labels = hard_negative_matching(self, towers, embeds,
-                                                                      self.xmodal.logit_scale.exp().detach(), negatives)
+            matching_logits, matching_labels = hard_negative_matching(self, towers, embeds, negatives)
             parts["matching"] = matching_loss(matching_logits, matching_labels)
         if labels is not None:
             for part, source in (("caption", "image"), ("transcription", "audio")):

@@ -25,18 +25,17 @@ def matching_pairs(modalities):
     return with_text or present
 
 
-def hard_negative_matching(model, towers, embeds, scale, false_captions=None):
+def hard_negative_matching(model, towers, embeds, false_captions=None):
     """ITM with in-batch hard negatives for every matching pair: for each sample, one positive pair and two
-    negatives, the other side drawn from softmax(`scale` x cosine) of the normalised `embeds` (the contrastive
-    temperature, as ALBEF draws them; in `eval()` the most similar one, so that an evaluation loss does not change
-    from run to run). The rows are the positive pairs sample by sample
+    negatives, the other side drawn by the similarity of the normalised `embeds` (in `eval()` the most similar one,
+    so that an evaluation loss does not change from run to run). The rows are the positive pairs sample by sample
     (a sample's rows do not depend on the rest of the batch), then the negatives. `false_captions`, (rows, text
     tower output), adds negatives last, for each pair with text: sample `rows[k]`'s other side against the k-th
     false caption. Returns (logits, labels)."""
     choose = sample_hard_negatives if model.training else hardest_negatives
     positives, negatives, false_pairs = [], [], []
     for a, b in matching_pairs(towers):
-        similarity = scale * (embeds[a] @ embeds[b].t())
+        similarity = embeds[a] @ embeds[b].t()
         negatives_for_a = choose(similarity)
         positives.append(model.fusion({a: towers[a], b: towers[b]}).pooler_output)
         if negatives_for_a is not None:
