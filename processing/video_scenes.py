@@ -114,14 +114,17 @@ def _video_codec() -> str:
 def encode_clip(frames: np.ndarray, fps: int, audio: np.ndarray | None = None,
                 sampling_rate: int = SAMPLING_RATE) -> bytes:
     """mp4 bytes: the frames as H.264 (else MPEG-4 part 2), yuv420p, and `audio` (float32 mono) as AAC.
-    One encoder thread, so the same input gives the same bytes in any process."""
+    One encoder thread (asked of x264 itself too) and frames converted to yuv420p before they reach the encoder,
+    so the same input gives the same bytes in any process: with only `thread_count = 1`, encoding the same frames
+    eight times gave two different outputs."""
     try:
         import av
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError("Writing video needs PyAV: pip install 'xmodal[video]'") from error
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:
-        video = container.add_stream(_video_codec(), rate=fps)
+        codec = _video_codec()
+        video = container.add_stream(codec, rate=fps, options={"threads": "1"} if codec == "libx264" else {})
         video.width, video.height = frames.shape[2], frames.shape[1]
         video.pix_fmt, video.thread_count = "yuv420p", 1
         sound = None
@@ -129,7 +132,7 @@ def encode_clip(frames: np.ndarray, fps: int, audio: np.ndarray | None = None,
             sound = container.add_stream(AUDIO_CODEC, rate=sampling_rate, layout="mono", options=AUDIO_OPTIONS)
             sound.bit_rate = AUDIO_BIT_RATE
         for index, pixels in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(format="yuv420p")
             frame.pts, frame.time_base = index, Fraction(1, fps)
             container.mux(video.encode(frame))
         container.mux(video.encode())
