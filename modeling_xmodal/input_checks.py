@@ -71,6 +71,21 @@ def check_finite(inputs):
                              "data and the processor's output).")
 
 
+def check_caption_hashes(caption_hashes, true_caption_hashes):
+    """The caption hashes come as a pair of integer tensors, (batch,) and (batch, k), one row per sample."""
+    if caption_hashes is None and true_caption_hashes is None:
+        return
+    if caption_hashes is None or true_caption_hashes is None:
+        raise ValueError("`caption_hashes` and `true_caption_hashes` go together: give both (what each sample's "
+                         "caption says and every caption true of its scene) or neither.")
+    shapes = (tuple(caption_hashes.shape), tuple(true_caption_hashes.shape))
+    if caption_hashes.dim() != 1 or true_caption_hashes.dim() != 2 or shapes[0][0] != shapes[1][0] or \
+            caption_hashes.is_floating_point() or true_caption_hashes.is_floating_point():
+        raise ValueError(f"`caption_hashes` should be integers shaped (batch,) and `true_caption_hashes` integers "
+                         f"shaped (batch, k); got {caption_hashes.dtype} {shapes[0]} and "
+                         f"{true_caption_hashes.dtype} {shapes[1]}.")
+
+
 def check_model_inputs(config, **inputs):
     """All the checks above for one model call (`inputs` by their `forward` names)."""
     check_types(inputs)

@@ -28,6 +28,55 @@ def gather_with_grad(features):
     return all_gather_single_autograd(features.contiguous(), 0, dist.group.WORLD)
 
 
+def gather_plain(tensor, pad_value=-1):
+    """All ranks' rows of a tensor that takes no gradient (ids, hashes), in rank order; trailing dimensions are
+    padded with `pad_value` to the longest of any rank first, so ranks may differ there."""
+    world_size, _ = _world()
+    if world_size == 1:
+        return tensor
+    if tensor.dim() > 1:
+        longest = torch.tensor(tensor.shape[1:], device=tensor.device)
+        dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+        padding = [p for size, most in zip(reversed(tensor.shape[1:]), reversed(longest.tolist()))
+                   for p in (0, most - size)]
+        tensor = F.pad(tensor, padding, value=pad_value)
+    gathered = torch.empty((world_size * tensor.shape[0], *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+    dist.all_gather_into_tensor(gathered, tensor.contiguous())
+    return gathered
+
+
+def caption_overlaps(caption_hashes, true_caption_hashes, across_ranks=True):
+    """Pairs of different samples that match all the same: `caption_hashes` (batch,) hash what each sample's text
+    says (its speech says the same), `true_caption_hashes` (batch, k) every caption true of its scene (-1 pads).
+    Returns (fits, fitted), bools (local rows, columns of every rank or, without `across_ranks`, of this one):
+    fits[i, j] when sample i's caption is true of sample j's scene, fitted[i, j] when j's caption is true of i's.
+    Captions repeat across scenes ("a zebra" is true of every scene of one zebra), so a batch holds such pairs."""
+    said = gather_plain(caption_hashes) if across_ranks else caption_hashes
+    true = gather_plain(true_caption_hashes) if across_ranks else true_caption_hashes
+    fits = (caption_hashes[:, None, None] == true[None]).any(-1)
+    fitted = (said[None, :, None] == true_caption_hashes[:, None, :]).any(-1)
+    return fits, fitted
+
+
+def pair_overlap(overlaps, rows_say, columns_say):
+    """The (local rows, gathered columns) pairs of two modalities that match though they are different samples:
+    a caption (written or spoken) against a scene matches when it is true of it, two captions when either is true
+    of the other's scene; two scenes (image and video) are never related by captions (None)."""
+    fits, fitted = overlaps
+    if rows_say and columns_say:
+        return fits | fitted
+    if rows_say or columns_say:
+        return fits if rows_say else fitted
+    return None
+
+
+def _negatives_only(overlap, targets):
+    """`overlap` without the positive pairs (each row's own sample), which are never taken out."""
+    overlap = overlap.clone()
+    overlap[torch.arange(len(targets), device=targets.device), targets] = False
+    return overlap
+
+
 def contrastive_logits(rows, columns, logit_scale, logit_bias=None):
     """Scaled cosine similarities of local `rows` against the gathered `columns` of every rank."""
     logits = logit_scale.exp() * rows @ gather_with_grad(columns).t()
@@ -41,47 +90,61 @@ def _positive_targets(rows, device):
     return torch.arange(rows, device=device) + rank * rows
 
 
-def clip_loss(embeds_a, embeds_b, logit_scale):
-    """Symmetric InfoNCE between L2-normalised embeddings whose i-th rows are pairs."""
+def clip_loss(embeds_a, embeds_b, logit_scale, overlaps=None):
+    """Symmetric InfoNCE between L2-normalised embeddings whose i-th rows are pairs. `overlaps`, (a rows x b
+    columns, b rows x a columns) from `pair_overlap`, takes the other samples that match out of the negatives."""
     logits_ab = contrastive_logits(embeds_a, embeds_b, logit_scale).float()
     logits_ba = contrastive_logits(embeds_b, embeds_a, logit_scale).float()
     targets = _positive_targets(embeds_a.shape[0], embeds_a.device)
+    if overlaps is not None:
+        logits_ab, logits_ba = (logits.masked_fill(_negatives_only(overlap, targets), float("-inf"))
+                                for logits, overlap in zip((logits_ab, logits_ba), overlaps))
     return (F.cross_entropy(logits_ab, targets) + F.cross_entropy(logits_ba, targets)) / 2
 
 
-def sigmoid_loss(embeds_a, embeds_b, logit_scale, logit_bias):
-    """SigLIP: every pair is a binary match / no-match decision, with a learnable bias."""
+def sigmoid_loss(embeds_a, embeds_b, logit_scale, logit_bias, overlaps=None):
+    """SigLIP: every pair is a binary match / no-match decision, with a learnable bias. With `overlaps` (as
+    `clip_loss`; only the first is used) the other samples that match are left out of the sum."""
     logits = contrastive_logits(embeds_a, embeds_b, logit_scale, logit_bias).float()
     targets = torch.full_like(logits, -1.0)
     rows = torch.arange(logits.shape[0], device=logits.device)
-    targets[rows, _positive_targets(logits.shape[0], logits.device)] = 1.0
-    return -F.logsigmoid(targets * logits).sum(dim=1).mean()
+    positives = _positive_targets(logits.shape[0], logits.device)
+    targets[rows, positives] = 1.0
+    terms = -F.logsigmoid(targets * logits)
+    if overlaps is not None:
+        terms = terms.masked_fill(_negatives_only(overlaps[0], positives), 0.0)
+    return terms.sum(dim=1).mean()
 
 
 CONTRASTIVE_LOSSES = {"clip": clip_loss, "sigmoid": sigmoid_loss}
 
 
-def sample_hard_negatives(similarity, generator=None):
+def sample_hard_negatives(similarity, generator=None, exclude=None):
     """For each row, a column index other than its own, drawn with probability softmax(similarity)
     (ALBEF/BLIP hard negatives). The model passes bare cosines, a mild preference for the similar: drawn at the
     contrastive temperature, as ALBEF does, the matching head fell from 0.89 to 0.54 accuracy on the built-in
     scenes, whose batches hold other scenes their captions are true of (trainers/README.md, ablations).
-    A batch of one has no negative: returns None."""
+    `exclude` (bools, as `similarity`) takes columns out of the draw: the other samples that match (`pair_overlap`);
+    a row with nothing left draws from every other column. A batch of one has no negative: returns None."""
     if similarity.shape[0] < 2:
         return None
+    other = ~torch.eye(similarity.shape[0], dtype=torch.bool, device=similarity.device)
+    allowed = other if exclude is None else other & ~exclude
+    allowed = torch.where(allowed.any(dim=1, keepdim=True), allowed, other)
     weights = torch.softmax(similarity.detach().float(), dim=1)
-    weights = weights.masked_fill(torch.eye(similarity.shape[0], dtype=torch.bool, device=similarity.device), 0.0)
-    weights = weights + 1e-8 * (1 - torch.eye(similarity.shape[0], device=similarity.device))
+    weights = weights.masked_fill(~allowed, 0.0) + 1e-8 * allowed
     return torch.multinomial(weights, 1, generator=generator).squeeze(1)
 
 
-def hardest_negatives(similarity):
-    """For each row, the most similar column other than its own: the deterministic choice of
-    `sample_hard_negatives` (for evaluation). A batch of one has no negative: returns None."""
+def hardest_negatives(similarity, exclude=None):
+    """For each row, the most similar column other than its own (and, as far as any is left, not in `exclude`):
+    the deterministic choice of `sample_hard_negatives` (for evaluation). A batch of one has no negative: None."""
     if similarity.shape[0] < 2:
         return None
-    own = torch.eye(similarity.shape[0], dtype=torch.bool, device=similarity.device)
-    return similarity.detach().float().masked_fill(own, float("-inf")).argmax(dim=1)
+    other = ~torch.eye(similarity.shape[0], dtype=torch.bool, device=similarity.device)
+    allowed = other if exclude is None else other & ~exclude
+    allowed = torch.where(allowed.any(dim=1, keepdim=True), allowed, other)
+    return similarity.detach().float().masked_fill(~allowed, float("-inf")).argmax(dim=1)
 
 
 def negative_caption_loss(embeds, rows, negative_embeds, logit_scale):

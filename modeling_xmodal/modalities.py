@@ -22,6 +22,9 @@ class Modality:
     # is not in the default model, and no single pretrained `transformers` model fills it: fill the one it is
     # built on and share it (`XModalConfig.share_vision_tower`).
     built_on: str | None = None
+    # Whether the modality says a caption (written or spoken) rather than shows a scene: which in-batch pairs of
+    # different samples match all the same (`losses.pair_overlap`) depends on it.
+    says_caption: bool = False
 
     @property
     def main_input(self):
@@ -35,10 +38,10 @@ class Modality:
 
 MODALITIES = {
     "text": Modality("text", ("input_ids", "attention_mask", "token_type_ids"), "text_model", "text_projection",
-                     "text_config"),
+                     "text_config", says_caption=True),
     "image": Modality("image", ("pixel_values",), "vision_model", "visual_projection", "vision_config"),
     "audio": Modality("audio", ("input_features", "feature_attention_mask"), "audio_model", "audio_projection",
-                      "audio_config"),
+                      "audio_config", says_caption=True),
     # `video_timestamps` (seconds of each frame) is not read for positions (frame indices are, at the processor's
     # fixed fps); it is taken so that a processor's output can be passed whole, and it travels with the frames.
     "video": Modality("video", ("pixel_values_videos", "video_frame_mask", "video_timestamps"), "video_model",

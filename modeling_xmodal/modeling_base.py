@@ -15,8 +15,8 @@ from transformers.utils import logging
 
 from .configuration_xmodal import TOWER_CONFIG_CLASSES, XModalConfig, is_own_config
 from .fusion import FUSION_LAYERS, CrossAttentionFusion, _FusionBase, build_fusion
-from .input_checks import collect_inputs
-from .losses import CONTRASTIVE_LOSSES
+from .input_checks import check_caption_hashes, collect_inputs
+from .losses import CONTRASTIVE_LOSSES, caption_overlaps, pair_overlap
 from .modalities import MODALITIES, PART_CONFIG_KEYS
 from .modeling_outputs import XModalOutput, XModalTowerOutput, XModalVideoFrameOutput, finish, output_options
 from .towers import (
@@ -378,12 +378,28 @@ class XModalModel(XModalPreTrainedModel):
         logits = self.logit_scale.exp() * rows @ columns.t()
         return logits + self.logit_bias if self.logit_bias is not None else logits
 
-    def contrastive_loss(self, embeds):
-        """Mean of the configured contrastive loss over every pair of modalities present."""
+    def contrastive_loss(self, embeds, caption_hashes=None, true_caption_hashes=None):
+        """Mean of the configured contrastive loss over every pair of modalities present. With the hashes of each
+        sample's caption and of every caption true of its scene, other samples that match are not negatives."""
         loss_fn = CONTRASTIVE_LOSSES[self.config.contrastive_loss]
         extra = (self.logit_bias,) if self.config.contrastive_loss == "sigmoid" else ()
-        losses = [loss_fn(embeds[a], embeds[b], self.logit_scale, *extra) for a, b in PAIR_LOGITS
-                  if a in embeds and b in embeds]
+        overlaps = None
+        if caption_hashes is not None:
+            batch = next(iter(embeds.values())).shape[0]
+            if caption_hashes.shape[0] != batch:
+                raise ValueError(f"`caption_hashes` has {caption_hashes.shape[0]} rows for a batch of {batch}: "
+                                 "give one per sample.")
+            overlaps = caption_overlaps(caption_hashes, true_caption_hashes)
+
+        def overlap(a, b):
+            if overlaps is None:
+                return None
+            says = {m: MODALITIES[m].says_caption for m in (a, b)}
+            pair = (pair_overlap(overlaps, says[a], says[b]), pair_overlap(overlaps, says[b], says[a]))
+            return None if pair[0] is None else pair
+
+        losses = [loss_fn(embeds[a], embeds[b], self.logit_scale, *extra, overlaps=overlap(a, b))
+                  for a, b in PAIR_LOGITS if a in embeds and b in embeds]
         if not losses:
             raise ValueError("A contrastive loss needs two modalities; got only " + ", ".join(embeds) + ".")
         return torch.stack(losses).mean()
@@ -391,9 +407,13 @@ class XModalModel(XModalPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
                 feature_attention_mask=None, token_type_ids=None, return_loss=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, pixel_values_videos=None, video_frame_mask=None,
-                video_timestamps=None) -> XModalOutput:
+                video_timestamps=None, caption_hashes=None, true_caption_hashes=None) -> XModalOutput:
+        """`caption_hashes` (batch,) and `true_caption_hashes` (batch, k; -1 pads), int64 hashes of what each sample's
+        text says and of every caption true of its scene (`xmodal.trainers` makes them from the data's captions):
+        with them the contrastive loss does not count as negatives the other samples that match all the same."""
         output_attentions, output_hidden_states, return_dict = output_options(
             self.config, output_attentions, output_hidden_states, return_dict)
+        check_caption_hashes(caption_hashes, true_caption_hashes)
         # Without a loss, rows need not be pairs: N captions may be scored against one image (as CLIP allows).
         inputs = collect_inputs(
             self.config, paired=bool(return_loss), input_ids=input_ids, attention_mask=attention_mask,
@@ -407,7 +427,7 @@ class XModalModel(XModalPreTrainedModel):
             if rows in embeds and columns in embeds:
                 matrix = self.similarity(embeds[rows], embeds[columns])
                 logits[name], logits[transposed_name] = matrix, matrix.t()
-        loss = self.contrastive_loss(embeds) if return_loss else None
+        loss = self.contrastive_loss(embeds, caption_hashes, true_caption_hashes) if return_loss else None
         return finish(XModalOutput(
             loss=loss, **logits, **{f"{m}_embeds": embeds.get(m) for m in MODALITIES},
             **{MODALITIES[m].output: out for m, out in towers.items()},

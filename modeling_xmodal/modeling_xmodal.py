@@ -9,7 +9,7 @@ from transformers.utils import logging
 
 from .configuration_xmodal import XModalConfig, is_own_config
 from .layers import XModalDecoder
-from .losses import matching_loss, negative_caption_loss, token_loss, weighted_total
+from .losses import caption_overlaps, matching_loss, negative_caption_loss, token_loss, weighted_total
 from .modalities import MODALITIES
 from .modeling_base import AUTO_MAP, DecoderBridge, XModalModel, XModalPreTrainedModel, _XModalHeadModel
 from .modeling_outputs import (
@@ -369,7 +369,8 @@ class XModalForPreTraining(_XModalDecoderHead):
 
     `negative_input_ids` (false captions: a sample's caption with its objects swapped, its relation turned round...)
     add the `negative_caption` part (each image or speech nearer its caption than its false one, as NegCLIP) and
-    one more matching negative per false caption."""
+    one more matching negative per false caption. `caption_hashes` / `true_caption_hashes` (see `XModalModel`) keep
+    the other samples that match all the same out of the contrastive negatives and the matching draw."""
 
     uses_embedding_space = True
     _keys_to_ignore_on_load_unexpected = None
@@ -383,7 +384,7 @@ class XModalForPreTraining(_XModalDecoderHead):
                 feature_attention_mask=None, token_type_ids=None, labels=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, pixel_values_videos=None, video_frame_mask=None,
                 video_timestamps=None, negative_input_ids=None, negative_attention_mask=None,
-                negative_rows=None) -> XModalForPreTrainingOutput:
+                negative_rows=None, caption_hashes=None, true_caption_hashes=None) -> XModalForPreTrainingOutput:
         output_attentions, output_hidden_states, return_dict = output_options(
             self.config, output_attentions, output_hidden_states, return_dict)
         # The base model's own forward runs the towers and gives the embeddings and the contrastive loss: its
@@ -393,7 +394,8 @@ class XModalForPreTraining(_XModalDecoderHead):
                            token_type_ids, return_loss=given > 1, output_attentions=output_attentions,
                            output_hidden_states=output_hidden_states, return_dict=True,
                            pixel_values_videos=pixel_values_videos, video_frame_mask=video_frame_mask,
-                           video_timestamps=video_timestamps)
+                           video_timestamps=video_timestamps, caption_hashes=caption_hashes,
+                           true_caption_hashes=true_caption_hashes)
         towers = {m: base[spec.output] for m, spec in MODALITIES.items() if base.get(spec.output) is not None}
         parts = dict.fromkeys(("contrastive", "negative_caption", "matching", "caption", "transcription"))
         matching_logits = caption_logits = transcription_logits = negatives = None
@@ -410,7 +412,9 @@ class XModalForPreTraining(_XModalDecoderHead):
                 negative_embeds = self.xmodal.project("text", negatives[1])
                 parts["negative_caption"] = negative_caption_loss(embeds, negatives[0], negative_embeds,
                                                                   self.xmodal.logit_scale)
-            matching_logits, matching_labels = hard_negative_matching(self, towers, embeds, negatives)
+            overlaps = None if caption_hashes is None else caption_overlaps(caption_hashes, true_caption_hashes,
+                                                                            across_ranks=False)
+            matching_logits, matching_labels = hard_negative_matching(self, towers, embeds, negatives, overlaps)
             parts["matching"] = matching_loss(matching_logits, matching_labels)
         if labels is not None:
             for part, source in (("caption", "image"), ("transcription", "audio")):

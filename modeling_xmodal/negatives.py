@@ -4,7 +4,8 @@ captions that pre-training may be given (NegCLIP) as the other side of more no-m
 import torch
 
 from .input_checks import collect_inputs, is_tracing
-from .losses import hardest_negatives, sample_hard_negatives
+from .losses import hardest_negatives, pair_overlap, sample_hard_negatives
+from .modalities import MODALITIES
 from .modeling_base import PAIR_LOGITS
 from .modeling_outputs import XModalTowerOutput
 
@@ -25,21 +26,26 @@ def matching_pairs(modalities):
     return with_text or present
 
 
-def hard_negative_matching(model, towers, embeds, false_captions=None):
+def hard_negative_matching(model, towers, embeds, false_captions=None, overlaps=None):
     """ITM with in-batch hard negatives for every matching pair: for each sample, one positive pair and two
     negatives, the other side drawn by the similarity of the normalised `embeds` (in `eval()` the most similar one,
     so that an evaluation loss does not change from run to run). The rows are the positive pairs sample by sample
     (a sample's rows do not depend on the rest of the batch), then the negatives. `false_captions`, (rows, text
     tower output), adds negatives last, for each pair with text: sample `rows[k]`'s other side against the k-th
-    false caption. Returns (logits, labels)."""
+    false caption. `overlaps` (`losses.caption_overlaps` of this process's batch) keeps out of the draw the other
+    samples that match all the same. Returns (logits, labels)."""
     choose = sample_hard_negatives if model.training else hardest_negatives
     positives, negatives, false_pairs = [], [], []
     for a, b in matching_pairs(towers):
         similarity = embeds[a] @ embeds[b].t()
-        negatives_for_a = choose(similarity)
+        exclude = {}
+        if overlaps is not None:
+            says = {m: MODALITIES[m].says_caption for m in (a, b)}
+            exclude = {"a": pair_overlap(overlaps, says[a], says[b]), "b": pair_overlap(overlaps, says[b], says[a])}
+        negatives_for_a = choose(similarity, exclude=exclude.get("a"))
         positives.append(model.fusion({a: towers[a], b: towers[b]}).pooler_output)
         if negatives_for_a is not None:
-            negatives_for_b = choose(similarity.t())
+            negatives_for_b = choose(similarity.t(), exclude=exclude.get("b"))
             negatives.append(model.fusion({a: towers[a], b: take_rows(towers[b], negatives_for_a)}).pooler_output)
             negatives.append(model.fusion({a: take_rows(towers[a], negatives_for_b), b: towers[b]}).pooler_output)
         if false_captions is not None and "text" in (a, b):

@@ -75,6 +75,9 @@ class DataConfig:
     # Also encode one false variant of each two-object caption (`trainers.composition.false_caption`): the
     # pre-training head's `negative_caption` loss and one more matching negative per sample (NegCLIP's recipe).
     negative_captions: bool = False
+    # Give the model each sample's caption hashes (`encoding.add_caption_hashes`), so that other samples of the batch
+    # that the caption is true of ("a zebra": every scene of one zebra) are not contrastive or matching negatives.
+    mask_false_negatives: bool = False
     max_audio_seconds: float = 8.0
     audio_hop_length: int = 160  # samples between log-mel frames (160 = 10 ms at 16 kHz)
     tokenizer: str = "train"  # "train" (on the training captions), "default" (built-in), or a folder

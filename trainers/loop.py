@@ -19,8 +19,10 @@ from . import checkpointing
 from .checkpointing import save_training_state
 from .config import TASKS, save_config
 from .data import (
+    EncodedDataset,
     EpochShuffleSampler,
     XModalDataCollator,
+    add_caption_hashes,
     base_dir,
     check_columns,
     check_split_names,
@@ -186,6 +188,11 @@ def prepare_data(config, accelerator, processor_dir, resume=False):
         check_columns(split, validation_name, data, roles)
         evaluation = encode_split(split, processor, data, config.task, data.modalities, cache, base_dir=base,
                                   progress=report(validation_name), name=validation_name)
+    if data.mask_false_negatives:
+        for name, split in (("train", train), (validation_name, evaluation)):
+            if split is not None and not (isinstance(split, EncodedDataset) and add_caption_hashes(split, data)):
+                accelerator.print(f"data.mask_false_negatives: the {name} split has no `caption` text column with one "
+                                  "caption per item (or is streamed): its in-batch negatives are not masked.")
     collator = XModalDataCollator(processor, data, config.task, data.modalities,
                                   forward_names=forward_argument_names(model_class(config.task)))
     return PreparedData(processor.tokenizer, processor, train, evaluation, collator)

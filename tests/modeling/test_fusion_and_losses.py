@@ -4,7 +4,9 @@ import torch
 from torch.nn import functional as F
 
 from xmodal import XModalForConditionalGeneration, XModalForPreTraining, XModalForSequenceClassification
-from xmodal.losses import clip_loss, sample_hard_negatives, sigmoid_loss
+from xmodal.losses import (
+    caption_overlaps, clip_loss, hardest_negatives, pair_overlap, sample_hard_negatives, sigmoid_loss,
+)
 
 from .tiny import tiny_config, tiny_inputs
 
@@ -100,6 +102,55 @@ def test_hard_negatives_are_never_the_positive_and_follow_the_similarity():
     # The most similar wrong column is drawn almost always.
     assert (draws == torch.tensor([1, 2, 0])).float().mean() > 0.95
     assert sample_hard_negatives(torch.zeros(1, 1)) is None
+
+
+# Three samples: 0 says "a zebra" (hash 1), true of its scene and of scene 1 (one big zebra: 1 and 3 are true of
+# it); 1 says "a big zebra" (3); 2 says "a cat" (5), true only of its own scene. Column -1 pads.
+SAID = torch.tensor([1, 3, 5])
+TRUE = torch.tensor([[1, -1], [1, 3], [5, -1]])
+
+
+def test_caption_overlaps_find_the_other_samples_a_caption_is_true_of():
+    fits, fitted = caption_overlaps(SAID, TRUE)
+    assert fits.tolist() == [[True, True, False], [False, True, False], [False, False, True]]
+    assert fitted.tolist() == [[True, False, False], [True, True, False], [False, False, True]]
+    assert pair_overlap((fits, fitted), True, False).equal(fits)  # text rows, image columns
+    assert pair_overlap((fits, fitted), False, True).equal(fitted)  # image rows, text columns
+    assert pair_overlap((fits, fitted), True, True).equal(fits | fitted)  # text against speech
+    assert pair_overlap((fits, fitted), False, False) is None  # two scenes
+
+
+def test_clip_loss_leaves_the_samples_that_match_out_of_the_negatives():
+    torch.manual_seed(0)
+    text, image = F.normalize(torch.randn(3, 8), dim=-1), F.normalize(torch.randn(3, 8), dim=-1)
+    scale = torch.tensor(2.0)
+    logits = scale.exp() * text @ image.t()
+    # text 0 ("a zebra") is not pushed from image 1; image 1 is not pushed from text 0 either
+    text_rows = logits.masked_fill(torch.tensor([[0, 1, 0], [0, 0, 0], [0, 0, 0]], dtype=torch.bool), float("-inf"))
+    image_rows = logits.t().masked_fill(torch.tensor([[0, 0, 0], [1, 0, 0], [0, 0, 0]], dtype=torch.bool),
+                                        float("-inf"))
+    expected = (F.cross_entropy(text_rows, torch.arange(3)) + F.cross_entropy(image_rows, torch.arange(3))) / 2
+    overlaps = caption_overlaps(SAID, TRUE)
+    masked = clip_loss(text, image, scale, overlaps=(pair_overlap(overlaps, True, False),
+                                                     pair_overlap(overlaps, False, True)))
+    torch.testing.assert_close(masked, expected)
+    assert not torch.isclose(masked, clip_loss(text, image, scale))
+    bias = torch.tensor(-1.0)
+    signs = 2 * torch.eye(3) - 1
+    terms = -F.logsigmoid(signs * (logits + bias))
+    terms[0, 1] = 0.0
+    torch.testing.assert_close(sigmoid_loss(text, image, scale, bias, overlaps=(pair_overlap(overlaps, True, False),)),
+                               terms.sum() / 3)
+
+
+def test_hard_negatives_skip_the_samples_that_match():
+    similarity = torch.tensor([[9.0, 8.0, -9.0], [0.0, 9.0, 8.0], [8.0, -9.0, 9.0]])
+    exclude = torch.tensor([[0, 1, 0], [0, 0, 0], [1, 1, 0]], dtype=torch.bool)  # row 2: nothing left
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_hard_negatives(similarity, generator, exclude=exclude) for _ in range(200)])
+    assert (draws[:, 0] == 2).all() and (draws[:, 1] != 1).all()
+    assert set(draws[:, 2].tolist()) <= {0, 1} and (draws[:, 2] == 0).float().mean() > 0.95  # falls back to all
+    assert hardest_negatives(similarity, exclude=exclude).tolist() == [2, 2, 0]
 
 
 def test_training_steps_lower_the_contrastive_loss():

@@ -463,6 +463,30 @@ class TestXModalForPreTraining(XModalForPreTrainingSpec):
             self.model()(**inputs, negative_input_ids=torch.ones(3, 4, dtype=torch.long))
 
 
+    def test_caption_hashes_take_the_samples_that_match_out_of_the_negatives(self):
+        model = self.model().eval()
+        inputs = {**self.inputs(), **self.loss_kwargs(3)}
+        distinct = {"caption_hashes": torch.tensor([1, 2, 3]), "true_caption_hashes": torch.tensor([[1], [2], [3]])}
+        shared = {"caption_hashes": torch.tensor([1, 2, 3]),
+                  "true_caption_hashes": torch.tensor([[1, -1], [2, 1], [3, -1]])}
+        with torch.no_grad():
+            plain, unrelated, masked = model(**inputs), model(**inputs, **distinct), model(**inputs, **shared)
+        torch.testing.assert_close(unrelated.loss, plain.loss)
+        # caption 0 is true of scene 1: fewer negatives in its rows and columns, so a lower contrastive loss
+        assert masked.contrastive_loss < plain.contrastive_loss
+
+    @pytest.mark.parametrize("given, message", [
+        ({"caption_hashes": torch.tensor([1, 2, 3])}, "`caption_hashes` and `true_caption_hashes` go together"),
+        ({"caption_hashes": torch.tensor([1.0, 2.0, 3.0]), "true_caption_hashes": torch.ones(3, 1)},
+         "`caption_hashes` should be integers shaped (batch,)"),
+        ({"caption_hashes": torch.tensor([1, 2]), "true_caption_hashes": torch.ones(2, 1, dtype=torch.long)},
+         "`caption_hashes` has 2 rows for a batch of 3"),
+    ])
+    def test_bad_caption_hashes_are_named(self, given, message):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            self.model()(**self.inputs(), **self.loss_kwargs(3), **given)
+
+
 class TestGatedFusionModels(TestXModalForSequenceClassification):
     fusion_type = "gated"
 

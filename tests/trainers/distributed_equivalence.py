@@ -29,6 +29,9 @@ def main(folder):
     batch = setup["batch"]
     rows = batch["input_ids"].shape[0] // world
     local = {k: v[rank * rows:(rank + 1) * rows] for k, v in batch.items()}
+    if "true_caption_hashes" in local:  # each rank pads to its own longest: the loss pads across ranks
+        true = local["true_caption_hashes"]
+        local["true_caption_hashes"] = true[:, :int((true >= 0).sum(1).max())]
     output = model(**local, return_loss=True)
     accelerator.backward(output.loss)
     loss = accelerator.reduce(output.loss.detach(), reduction="mean")

@@ -25,12 +25,20 @@ def test_launch_command_runs_n_processes_on_cpu():
         assert launch_environment(2)["ACCELERATE_USE_CPU"] == "1"
 
 
+# Caption hashes whose overlaps cross the ranks' halves: sample 1 (rank 0) says what is true of sample 6's scene
+# (rank 1) and sample 5 (rank 1) of sample 0's; rank 0 has two true captions per scene, rank 1 three.
+HASHES = {"caption_hashes": torch.tensor([10, 11, 12, 13, 14, 15, 16, 17]),
+          "true_caption_hashes": torch.tensor([[10, 15, -1], [11, -1, -1], [12, -1, -1], [13, -1, -1],
+                                               [14, -1, -1], [15, -1, -1], [16, 11, 20], [17, -1, -1]])}
+
+
 @pytest.mark.slow
-def test_two_processes_give_the_loss_and_gradients_of_one(tmp_path):
-    config = {"contrastive_loss": "clip"}
+@pytest.mark.parametrize("contrastive_loss, hashes", [("clip", False), ("clip", True), ("sigmoid", True)])
+def test_two_processes_give_the_loss_and_gradients_of_one(tmp_path, contrastive_loss, hashes):
+    config = {"contrastive_loss": contrastive_loss}
     torch.manual_seed(0)
     model = xmodal.XModalModel(tiny_config(**config))
-    batch = tiny_inputs(batch_size=8, seed=3)
+    batch = {**tiny_inputs(batch_size=8, seed=3), **(HASHES if hashes else {})}
     torch.save({"config": config, "state_dict": model.state_dict(), "batch": batch}, tmp_path / "setup.pt")
 
     command = launch_command(2, [HERE / "distributed_equivalence.py", tmp_path], module=None, port=free_port())

@@ -21,11 +21,12 @@ import torch
 
 from ..composition import false_caption
 from ..config import TASKS
+from ..metrics import normalize_text
 from .errors import DataError
 from .rows import RowError, prepare_row
 
 ENCODED_KEYS = ("input_ids", "attention_mask", "pixel_values", "input_features", "feature_attention_mask", "labels",
-                "negative_input_ids", "negative_attention_mask")
+                "negative_input_ids", "negative_attention_mask", "caption_hashes", "true_caption_hashes")
 # One row per caption when items have several; a false caption (`data.negative_captions`) follows its caption.
 CAPTION_KEYS = ("input_ids", "attention_mask", "negative_input_ids", "negative_attention_mask")
 CACHE_VERSION = 2
@@ -99,6 +100,30 @@ def encode_rows(rows, processor, data_config, task, modalities, base_dir=None):
         except RowError as error:
             raise DataError(f"Row {index} of the batch cannot be used: {error}.") from None
     return encode_prepared(prepared, processor, data_config, task, modalities)
+
+
+def caption_hash(text):
+    """A stable non-negative int64 of a caption after `normalize_text` (-1 is left for padding)."""
+    digest = hashlib.blake2b(normalize_text(text).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def add_caption_hashes(dataset, data_config):
+    """Gives each item `caption_hashes` (its caption's) and `true_caption_hashes` (those of every caption true of
+    its scene, the `captions` column where the data has one, else its own; -1 pads), with which the model does not
+    count in-batch samples that match all the same as negatives (`data.mask_false_negatives`). Needs one caption per
+    item in a `caption` column that is the text; returns whether the hashes were added."""
+    said = dataset.metadata.get("caption")
+    if data_config.column("text") != "caption" or said is None or dataset.offsets is not None or \
+            not all(isinstance(caption, str) for caption in said):
+        return False
+    true = dataset.metadata.get("captions") or [[caption] for caption in said]
+    sets = [sorted({caption_hash(c) for c in options} | {caption_hash(own)}) for options, own in zip(true, said)]
+    padded = torch.full((len(sets), max(map(len, sets))), -1, dtype=torch.long)
+    for row, hashes in enumerate(sets):
+        padded[row, :len(hashes)] = torch.tensor(hashes)
+    dataset.tensors.update(caption_hashes=torch.tensor([caption_hash(c) for c in said]), true_caption_hashes=padded)
+    return True
 
 
 class EncodedDataset(torch.utils.data.Dataset):
