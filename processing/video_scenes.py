@@ -102,6 +102,9 @@ def narration_track(clip: Clip, utterances: list[np.ndarray]) -> tuple[np.ndarra
     return track, [(first / SAMPLING_RATE, end / SAMPLING_RATE) for first, end in placed]
 
 
+X264_OPTIONS = {"threads": "1", "x264-params": "asm=0"}  # reproducible bytes: see `encode_clip`
+
+
 def _video_codec() -> str:
     import av
 
@@ -113,10 +116,11 @@ def _video_codec() -> str:
 
 def encode_clip(frames: np.ndarray, fps: int, audio: np.ndarray | None = None,
                 sampling_rate: int = SAMPLING_RATE) -> bytes:
-    """mp4 bytes: the frames as H.264 (else MPEG-4 part 2), yuv420p, and `audio` (float32 mono) as AAC.
-    One encoder thread (asked of x264 itself too) and frames converted to yuv420p before they reach the encoder:
-    with only `thread_count = 1`, encoding the same frames eight times once gave two different outputs. The bytes
-    still differ now and then between processes (seen in CI); the decoded frames agree within the codec's error."""
+    """mp4 bytes: the frames as H.264 (else MPEG-4 part 2), yuv420p, and `audio` (float32 mono) as AAC; the same
+    bytes for the same frames and sound. x264 runs single-threaded and without its assembly (`asm=0`): its AVX-512
+    routines gave 64-px frames bytes that depended on what the heap held before (up to 26 different encodings of one
+    clip in 60 on an AVX-512 EPYC; fine up to AVX2, whose output equals plain C's), so a dataset build differed
+    between processes. Plain C costs ~0.01 s a clip here and gives the same bytes on every x86 CPU."""
     try:
         import av
     except ImportError as error:  # pragma: no cover - depends on the environment
@@ -124,7 +128,7 @@ def encode_clip(frames: np.ndarray, fps: int, audio: np.ndarray | None = None,
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:
         codec = _video_codec()
-        video = container.add_stream(codec, rate=fps, options={"threads": "1"} if codec == "libx264" else {})
+        video = container.add_stream(codec, rate=fps, options=X264_OPTIONS if codec == "libx264" else {})
         video.width, video.height = frames.shape[2], frames.shape[1]
         video.pix_fmt, video.thread_count = "yuv420p", 1
         sound = None

@@ -145,26 +145,34 @@ def test_test_novel_pairs_never_occur_in_the_other_splits(built):
                             for c in many["test_novel"])
 
 
-def test_build_is_deterministic_and_reloads(built, tmp_path):
+def test_build_is_deterministic_bit_for_bit_and_reloads(built, tmp_path):
     root, dataset = built
     again = build_video_scenes(tmp_path, **{**TINY, "num_proc": 1})  # and whatever the worker count
     assert list(dataset) == list(SPLITS) and [len(dataset[s]) for s in SPLITS] == [5, 1, 1, 3]
     for split in SPLITS:
         first, second = dataset[split].data.table, again[split].data.table
-        for name in first.column_names:
-            if name != "video":
-                assert first.column(name).equals(second.column(name)), (split, name)
-        # x264 gives the same mp4 bytes in most runs but not all (seen in CI); what it encodes must agree: the same
-        # frames within a fraction of its own error (1.2-3.3 grey levels against the drawn frames), the same sound.
-        for one, two in zip(dataset[split]["video"], again[split]["video"]):
-            (frames_a, audio_a, *_), (frames_b, audio_b, *_) = decode_clip(one), decode_clip(two)
-            assert frames_a.shape == frames_b.shape and np.abs(frames_a.astype(float) - frames_b).mean() < 1.0, split
-            assert np.array_equal(audio_a, audio_b), split
+        for name in first.column_names:  # the mp4 bytes included
+            assert first.column(name).equals(second.column(name)), (split, name)
     (folder,) = [p for p in root.iterdir() if p.name.startswith("video-scenes-")]
     loaded = load_from_disk(str(folder))
     assert loaded["train"].features == video_scenes.video_features()
     assert loaded["test_novel"]["caption"] == dataset["test_novel"]["caption"]
     assert "CC BY-SA 4.0" in (folder / "README.md").read_text() and (folder / "build_params.json").is_file()
+
+
+def test_encoding_does_not_depend_on_what_the_heap_held(rows, decoded):
+    """x264's AVX-512 assembly behaved as if it read memory it had not written: the same clip encoded again after the
+    heap was churned came out different (`encode_clip`; the old settings failed this in 2 runs of 3). Every clip, ten
+    times, must give one mp4."""
+    rng = np.random.default_rng(0)
+    for row in rows:
+        frames, audio, *_ = decoded[row["clip_id"]]
+        outputs = set()
+        for _ in range(10):
+            junk = [bytes(rng.integers(0, 256, int(size), dtype=np.uint8)) for size in rng.integers(1000, 400_000, 30)]
+            del junk
+            outputs.add(video_scenes.encode_clip(frames, FPS, audio))
+        assert len(outputs) == 1, (row["clip_id"], len(outputs))
 
 
 def test_a_finished_build_is_reused(built, monkeypatch):
