@@ -37,6 +37,9 @@ SETTINGS = {
     "baseline_fp32": {"optimizer": "adamw_torch", "group_by_length": False, "compile": False, "mixed_precision": "no"},
     "optimised_fp32": {"optimizer": "adamw_torch_fused", "group_by_length": True, "compile": False,
                        "mixed_precision": "no"},
+    # issue 17's in-batch false negatives masked (`data.mask_false_negatives`): what the caption hashes cost a step
+    "optimised_masked": {"optimizer": "adamw_torch_fused", "group_by_length": True, "compile": False,
+                         "data.mask_false_negatives": True},
 }
 
 
@@ -44,8 +47,9 @@ def load_default(config_path, overrides):
     from xmodal.trainers.config import load_config
 
     config = load_config(config_path)
-    for key, value in overrides.items():
-        setattr(config.training, key, value)
+    for key, value in overrides.items():  # `training` fields, or `data.<field>`
+        section, _, name = key.rpartition(".")
+        setattr(getattr(config, section or "training"), name, value)
     return config
 
 
@@ -135,7 +139,7 @@ def end_to_end(config_path, steps, names, seeds):
                            "training.eval_every=0", "--set", "training.save_every=0", "--set",
                            "evaluation.extra_splits=[]", "--set", "training.progress_bar=false"]
                 for key, value in SETTINGS[name].items():
-                    command += ["--set", f"training.{key}={json.dumps(value)}"]
+                    command += ["--set", f"{key if '.' in key else 'training.' + key}={json.dumps(value)}"]
                 log = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
                 if log.returncode:
                     raise SystemExit(f"{name}: xmodal train failed:\n{log.stderr[-3000:]}")
