@@ -308,10 +308,11 @@ def is_own_config(config, config_class=None):
 
 FUSION_TYPES = ("concat", "gated", "cross_attention")
 CONTRASTIVE_LOSSES = ("clip", "sigmoid")
-# The named parts of the multi-task losses: pre-training's five (`negative_caption` only with false captions
-# given), then video pre-training's frame-level three.
+# The named parts of the multi-task losses: pre-training's six (`negative_caption` only with false captions
+# given; `ctc`, CTC over the speech tower's states beside the decoder's transcription, only with a weight above 0:
+# it adds `ctc_head`), then video pre-training's frame-level three.
 DEFAULT_LOSS_WEIGHTS = {"contrastive": 1.0, "negative_caption": 1.0, "matching": 1.0, "caption": 1.0,
-                        "transcription": 1.0, "moment": 1.0, "grounding": 1.0, "sync": 1.0}
+                        "transcription": 1.0, "ctc": 0.0, "moment": 1.0, "grounding": 1.0, "sync": 1.0}
 
 
 def _as_config(key, value, default_class=None, owner="XModalConfig"):

@@ -1,4 +1,4 @@
-"""Losses: contrastive (InfoNCE and sigmoid), matching with in-batch hard negatives, token cross-entropy.
+"""Losses: contrastive (InfoNCE and sigmoid), matching with in-batch hard negatives, token cross-entropy, CTC.
 
 The contrastive losses gather embeddings from every rank with gradients and compute the local
 rows of the global similarity matrix (open_clip's "local loss"): N ranks with batch B/N give the
@@ -171,6 +171,20 @@ def matching_loss(logits, labels):
 def token_loss(logits, labels):
     """Next-token cross-entropy; positions labelled -100 are ignored."""
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
+def ctc_loss(logits, state_mask, labels, left_out=()):
+    """CTC (Graves et al., 2006) of per-state `logits` (batch, states, vocabulary + 1; the last class is the blank)
+    against the decoder's `labels` (-100 pads; the ids in `left_out`, such as EOS, are not spoken). Alignments that
+    cannot fit (more tokens than states) count 0 rather than infinity."""
+    log_probs = logits.float().log_softmax(-1).transpose(0, 1)
+    lengths = state_mask.sum(1) if state_mask is not None else torch.full(
+        (logits.shape[0],), logits.shape[1], dtype=torch.long, device=logits.device)
+    spoken = labels != -100
+    for token in left_out:
+        spoken &= labels != token
+    return F.ctc_loss(log_probs, labels[spoken], lengths.long(), spoken.sum(1), blank=logits.shape[-1] - 1,
+                      zero_infinity=True)
 
 
 def weighted_total(parts, weights):

@@ -60,7 +60,7 @@ MODULE_PARTS = {
     **{m.tower: m.name for m in MODALITIES.values()},
     **dict.fromkeys((*(m.projection for m in MODALITIES.values()), "logit_scale", "logit_bias"), "projections"),
     "fusion": "fusion", "decoder": "decoder", "lm_head": "decoder", "decoder_bridges": "decoder",
-    "itm_head": "heads", "classifier": "heads", "video_heads": "heads",
+    "itm_head": "heads", "ctc_head": "heads", "classifier": "heads", "video_heads": "heads",
 }
 # A projection trains with the tower it projects (for per-part learning rates).
 PROJECTION_MODALITY = {m.projection: m.name for m in MODALITIES.values()}

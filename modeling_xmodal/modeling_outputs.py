@@ -173,6 +173,7 @@ class XModalForPreTrainingOutput(ModelOutput):
     matching_loss: torch.Tensor | None = None
     caption_loss: torch.Tensor | None = None
     transcription_loss: torch.Tensor | None = None
+    ctc_loss: torch.Tensor | None = None
     matching_logits: torch.Tensor | None = None
     caption_logits: torch.Tensor | None = None
     transcription_logits: torch.Tensor | None = None

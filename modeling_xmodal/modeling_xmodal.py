@@ -9,7 +9,7 @@ from transformers.utils import logging
 
 from .configuration_xmodal import XModalConfig, is_own_config
 from .layers import XModalDecoder
-from .losses import caption_overlaps, matching_loss, negative_caption_loss, token_loss, weighted_total
+from .losses import caption_overlaps, ctc_loss, matching_loss, negative_caption_loss, token_loss, weighted_total
 from .modalities import MODALITIES
 from .modeling_base import AUTO_MAP, DecoderBridge, XModalModel, XModalPreTrainedModel, _XModalHeadModel
 from .modeling_outputs import (
@@ -370,7 +370,9 @@ class XModalForPreTraining(_XModalDecoderHead):
     `negative_input_ids` (false captions: a sample's caption with its objects swapped, its relation turned round...)
     add the `negative_caption` part (each image or speech nearer its caption than its false one, as NegCLIP) and
     one more matching negative per false caption. `caption_hashes` / `true_caption_hashes` (see `XModalModel`) keep
-    the other samples that match all the same out of the contrastive negatives and the matching draw."""
+    the other samples that match all the same out of the contrastive negatives and the matching draw. With
+    `loss_weights["ctc"] > 0` a `ctc_head` also reads the speech tower's states and adds the `ctc` part (hybrid
+    CTC/attention training, Watanabe et al., 2017: the monotonic alignment CTC forces helps the encoder early)."""
 
     uses_embedding_space = True
     _keys_to_ignore_on_load_unexpected = None
@@ -378,7 +380,26 @@ class XModalForPreTraining(_XModalDecoderHead):
     def __init__(self, config: XModalConfig):
         super().__init__(config)
         self.itm_head = nn.Linear(config.fusion_hidden_size, 2)
+        self.ctc_head = None
+        if config.loss_weights["ctc"] > 0 and config.audio_config is not None:  # the vocabulary and a blank
+            self.ctc_head = nn.Linear(tower_output_size(config.audio_config), config.decoder_config.vocab_size + 1)
         self.post_init()
+
+    def _follow_vocabulary(self, size, mean_resizing):
+        """The CTC head follows the decoder's vocabulary too: kept rows for the tokens that stay, new ones as
+        initialised, the blank last."""
+        super()._follow_vocabulary(size, mean_resizing)
+        old = self.ctc_head
+        if old is None or old.out_features == size + 1:
+            return
+        new = nn.Linear(old.in_features, size + 1).to(old.weight.device, old.weight.dtype)
+        self._init_weights(new)
+        kept = min(size, old.out_features - 1)
+        with torch.no_grad():
+            for target, source in ((new.weight, old.weight), (new.bias, old.bias)):
+                target[:kept] = source[:kept]
+                target[-1] = source[-1]
+        self.ctc_head = new
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, input_features=None,
                 feature_attention_mask=None, token_type_ids=None, labels=None, output_attentions=None,
@@ -397,7 +418,7 @@ class XModalForPreTraining(_XModalDecoderHead):
                            video_timestamps=video_timestamps, caption_hashes=caption_hashes,
                            true_caption_hashes=true_caption_hashes)
         towers = {m: base[spec.output] for m, spec in MODALITIES.items() if base.get(spec.output) is not None}
-        parts = dict.fromkeys(("contrastive", "negative_caption", "matching", "caption", "transcription"))
+        parts = dict.fromkeys(("contrastive", "negative_caption", "matching", "caption", "transcription", "ctc"))
         matching_logits = caption_logits = transcription_logits = negatives = None
         if negative_input_ids is not None:
             if "text" not in towers or len(towers) < 2:
@@ -425,6 +446,10 @@ class XModalForPreTraining(_XModalDecoderHead):
                         caption_logits = logits
                     else:
                         transcription_logits = logits
+            if self.ctc_head is not None and "audio" in towers:
+                speech = towers["audio"]
+                parts["ctc"] = ctc_loss(self.ctc_head(speech.last_hidden_state), speech.attention_mask, labels,
+                                        left_out=(self.config.decoder_config.eos_token_id,))
         computed = {k: v for k, v in parts.items() if v is not None}
         if not computed:
             raise ValueError("XModalForPreTraining computes no loss from this batch: give two modalities "
@@ -433,7 +458,7 @@ class XModalForPreTraining(_XModalDecoderHead):
         return finish(XModalForPreTrainingOutput(
             loss=total, contrastive_loss=parts["contrastive"], negative_caption_loss=parts["negative_caption"],
             matching_loss=parts["matching"],
-            caption_loss=parts["caption"], transcription_loss=parts["transcription"],
+            caption_loss=parts["caption"], transcription_loss=parts["transcription"], ctc_loss=parts["ctc"],
             matching_logits=matching_logits,
             caption_logits=caption_logits, transcription_logits=transcription_logits,
             **tower_outputs(towers, output_attentions, output_hidden_states),

@@ -1,0 +1,57 @@
+"""The CTC part of pre-training (`loss_weights["ctc"]`): off by default, a head over the speech tower's states when
+weighted, the loss as PyTorch's CTC computes it on the spoken tokens, and a head that follows the vocabulary."""
+
+import torch
+from torch.nn import functional as F
+
+from xmodal import XModalForPreTraining
+from xmodal.losses import ctc_loss
+
+from .tiny import VOCAB, caption_labels, tiny_config, tiny_inputs
+
+WEIGHTS = {"contrastive": 1.0, "matching": 0.25, "caption": 0.25, "transcription": 0.5, "ctc": 0.3}
+
+
+def test_ctc_loss_scores_the_spoken_tokens_with_the_last_class_as_blank():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 5)  # 4 tokens and the blank
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    labels = torch.tensor([[1, 3, 2, 0], [3, 2, -100, -100]])  # 2 is EOS: not spoken
+    expected = F.ctc_loss(logits.log_softmax(-1).transpose(0, 1), torch.tensor([1, 3, 0, 3]), torch.tensor([6, 4]),
+                          torch.tensor([3, 1]), blank=4)
+    torch.testing.assert_close(ctc_loss(logits, mask, labels, left_out=(2,)), expected)
+    # more tokens than states cannot be aligned: that sample counts 0, not infinity
+    assert torch.isfinite(ctc_loss(logits[:, :1], mask[:, :1], labels))
+
+
+def test_no_ctc_head_unless_weighted():
+    model = XModalForPreTraining(tiny_config())
+    assert model.ctc_head is None
+    inputs = {**tiny_inputs(), "labels": caption_labels(3)}
+    assert model.eval()(**inputs).ctc_loss is None
+
+
+def test_a_weighted_ctc_part_trains_the_speech_tower():
+    torch.manual_seed(0)
+    model = XModalForPreTraining(tiny_config(loss_weights=WEIGHTS))
+    assert model.ctc_head.out_features == VOCAB + 1
+    inputs = {**tiny_inputs(), "labels": caption_labels(3)}
+    torch.manual_seed(1)
+    output = model(**inputs)
+    parts = ("contrastive", "matching", "caption", "transcription", "ctc")
+    torch.testing.assert_close(output.loss, sum(WEIGHTS[p] * getattr(output, f"{p}_loss") for p in parts))
+    assert output.ctc_loss > 0
+    output.ctc_loss.backward()
+    speech = [p.grad for p in model.xmodal.audio_model.parameters()]
+    assert all(g is not None for g in speech) and sum(float(g.abs().sum()) for g in speech) > 0
+    assert all(p.grad is None for p in model.xmodal.text_model.parameters())  # CTC reads speech only
+
+
+def test_the_ctc_head_follows_the_vocabulary():
+    model = XModalForPreTraining(tiny_config(loss_weights=WEIGHTS))
+    blank, first = model.ctc_head.weight[-1].clone(), model.ctc_head.weight[:VOCAB].clone()
+    model.resize_token_embeddings(VOCAB + 5)
+    assert model.ctc_head.out_features == VOCAB + 6
+    assert torch.equal(model.ctc_head.weight[:VOCAB], first) and torch.equal(model.ctc_head.weight[-1], blank)
+    model.resize_token_embeddings(VOCAB - 9)
+    assert model.ctc_head.out_features == VOCAB - 8 and torch.equal(model.ctc_head.weight[-1], blank)
