@@ -103,6 +103,8 @@ def apply_lora(model, settings, task, train_in_full=None):
     modules_to_save = settings.modules_to_save
     if modules_to_save is None and train_in_full is None:
         modules_to_save = TASK_HEADS.get(task)
+        if task == "pretraining" and getattr(model, "ctc_head", None) is not None:  # weighted CTC: fresh too
+            modules_to_save = [*modules_to_save, "ctc_head"]
     was_trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=pattern, modules_to_save=modules_to_save or None)

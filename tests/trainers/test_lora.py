@@ -27,6 +27,19 @@ def test_target_modules_per_part():
         target_modules_pattern(["nose"])
 
 
+def test_pretraining_heads_train_in_full_beside_the_adapters():
+    from xmodal.trainers.config import LoraSettings
+    from xmodal.trainers.lora import apply_lora
+
+    weights = {"contrastive": 1.0, "matching": 0.25, "caption": 0.25, "transcription": 0.5, "ctc": 0.3}
+    for with_ctc in (False, True):
+        model = xmodal.XModalForPreTraining(tiny_model_config(**({"loss_weights": weights} if with_ctc else {})))
+        peft_model = apply_lora(model, LoraSettings(enabled=True, parts=["text"]), "pretraining")
+        trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+        assert any("itm_head" in n for n in trainable)
+        assert any("ctc_head" in n for n in trainable) == with_ctc
+
+
 @pytest.mark.slow
 def test_lora_run_saves_adapters_and_merged_equals_adapter(tmp_path, tiny_scenes):
     from peft import PeftModel
