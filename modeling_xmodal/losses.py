@@ -70,6 +70,14 @@ def pair_overlap(overlaps, rows_say, columns_say):
     return None
 
 
+def overlaps_both_ways(overlaps, a_says, b_says):
+    """(a rows x b columns, b rows x a columns) of `pair_overlap` for two modalities, or None without `overlaps` or
+    where captions relate neither way (two scenes)."""
+    if overlaps is None or pair_overlap(overlaps, a_says, b_says) is None:
+        return None
+    return pair_overlap(overlaps, a_says, b_says), pair_overlap(overlaps, b_says, a_says)
+
+
 def _negatives_only(overlap, targets):
     """`overlap` without the positive pairs (each row's own sample), which are never taken out."""
     overlap = overlap.clone()

@@ -4,7 +4,7 @@ captions that pre-training may be given (NegCLIP) as the other side of more no-m
 import torch
 
 from .input_checks import collect_inputs, is_tracing
-from .losses import hardest_negatives, pair_overlap, sample_hard_negatives
+from .losses import hardest_negatives, overlaps_both_ways, sample_hard_negatives
 from .modalities import MODALITIES
 from .modeling_base import PAIR_LOGITS
 from .modeling_outputs import XModalTowerOutput
@@ -38,14 +38,11 @@ def hard_negative_matching(model, towers, embeds, false_captions=None, overlaps=
     positives, negatives, false_pairs = [], [], []
     for a, b in matching_pairs(towers):
         similarity = embeds[a] @ embeds[b].t()
-        exclude = {}
-        if overlaps is not None:
-            says = {m: MODALITIES[m].says_caption for m in (a, b)}
-            exclude = {"a": pair_overlap(overlaps, says[a], says[b]), "b": pair_overlap(overlaps, says[b], says[a])}
-        negatives_for_a = choose(similarity, exclude=exclude.get("a"))
+        exclude = overlaps_both_ways(overlaps, MODALITIES[a].says_caption, MODALITIES[b].says_caption) or (None, None)
+        negatives_for_a = choose(similarity, exclude=exclude[0])
         positives.append(model.fusion({a: towers[a], b: towers[b]}).pooler_output)
         if negatives_for_a is not None:
-            negatives_for_b = choose(similarity.t(), exclude=exclude.get("b"))
+            negatives_for_b = choose(similarity.t(), exclude=exclude[1])
             negatives.append(model.fusion({a: towers[a], b: take_rows(towers[b], negatives_for_a)}).pooler_output)
             negatives.append(model.fusion({a: take_rows(towers[a], negatives_for_b), b: towers[b]}).pooler_output)
         if false_captions is not None and "text" in (a, b):
