@@ -120,7 +120,8 @@ def encode_clip(frames: np.ndarray, fps: int, audio: np.ndarray | None = None,
     bytes for the same frames and sound. x264 runs single-threaded and without its assembly (`asm=0`): its AVX-512
     routines gave 64-px frames bytes that depended on what the heap held before (up to 26 different encodings of one
     clip in 60 on an AVX-512 EPYC; fine up to AVX2, whose output equals plain C's), so a dataset build differed
-    between processes. Plain C costs ~0.01 s a clip here and gives the same bytes on every x86 CPU."""
+    between processes. Plain C costs ~0.01 s a clip here, and should give the same bytes on any x86 CPU with the same
+    x264 (not checked across machines)."""
     try:
         import av
     except ImportError as error:  # pragma: no cover - depends on the environment
