@@ -73,9 +73,8 @@ def pair_overlap(overlaps, rows_say, columns_say):
 def overlaps_both_ways(overlaps, a_says, b_says):
     """(a rows x b columns, b rows x a columns) of `pair_overlap` for two modalities, or None without `overlaps` or
     where captions relate neither way (two scenes)."""
-    if overlaps is None or pair_overlap(overlaps, a_says, b_says) is None:
-        return None
-    return pair_overlap(overlaps, a_says, b_says), pair_overlap(overlaps, b_says, a_says)
+    forward = None if overlaps is None else pair_overlap(overlaps, a_says, b_says)
+    return None if forward is None else (forward, pair_overlap(overlaps, b_says, a_says))
 
 
 def _negatives_only(overlap, targets):
@@ -127,6 +126,14 @@ def sigmoid_loss(embeds_a, embeds_b, logit_scale, logit_bias, overlaps=None):
 CONTRASTIVE_LOSSES = {"clip": clip_loss, "sigmoid": sigmoid_loss}
 
 
+def _negative_columns(similarity, exclude):
+    """Bools (as `similarity`): the columns a row may take as its negative: not its own, not in `exclude`, unless
+    that leaves none, when every other column may."""
+    other = ~torch.eye(similarity.shape[0], dtype=torch.bool, device=similarity.device)
+    allowed = other if exclude is None else other & ~exclude
+    return torch.where(allowed.any(dim=1, keepdim=True), allowed, other)
+
+
 def sample_hard_negatives(similarity, generator=None, exclude=None):
     """For each row, a column index other than its own, drawn with probability softmax(similarity)
     (ALBEF/BLIP hard negatives). The model passes bare cosines, a mild preference for the similar: drawn at the
@@ -136,9 +143,7 @@ def sample_hard_negatives(similarity, generator=None, exclude=None):
     a row with nothing left draws from every other column. A batch of one has no negative: returns None."""
     if similarity.shape[0] < 2:
         return None
-    other = ~torch.eye(similarity.shape[0], dtype=torch.bool, device=similarity.device)
-    allowed = other if exclude is None else other & ~exclude
-    allowed = torch.where(allowed.any(dim=1, keepdim=True), allowed, other)
+    allowed = _negative_columns(similarity, exclude)
     weights = torch.softmax(similarity.detach().float(), dim=1)
     weights = weights.masked_fill(~allowed, 0.0) + 1e-8 * allowed
     return torch.multinomial(weights, 1, generator=generator).squeeze(1)
@@ -149,9 +154,7 @@ def hardest_negatives(similarity, exclude=None):
     the deterministic choice of `sample_hard_negatives` (for evaluation). A batch of one has no negative: None."""
     if similarity.shape[0] < 2:
         return None
-    other = ~torch.eye(similarity.shape[0], dtype=torch.bool, device=similarity.device)
-    allowed = other if exclude is None else other & ~exclude
-    allowed = torch.where(allowed.any(dim=1, keepdim=True), allowed, other)
+    allowed = _negative_columns(similarity, exclude)
     return similarity.detach().float().masked_fill(~allowed, float("-inf")).argmax(dim=1)
 
 
