@@ -28,6 +28,21 @@ def gather_with_grad(features):
     return all_gather_single_autograd(features.contiguous(), 0, dist.group.WORLD)
 
 
+def gather_all_with_grad(features):
+    """`gather_with_grad` of every tensor of a dict of (batch, dim) tensors in one collective (and one reduce-scatter
+    back): each collective is a synchronisation of the ranks, which cost more than the bytes on a CPU."""
+    world_size, _ = _world()
+    if world_size == 1 or not features:
+        return dict(features)
+    names = list(features)
+    dtype = features[names[0]].dtype
+    for name in names[1:]:
+        dtype = torch.promote_types(dtype, features[name].dtype)
+    joined = torch.cat([features[name].to(dtype) for name in names], dim=-1)
+    parts = gather_with_grad(joined).split([features[name].shape[-1] for name in names], dim=-1)
+    return {name: part.to(features[name].dtype) for name, part in zip(names, parts)}
+
+
 def gather_plain(tensor, pad_value=-1):
     """All ranks' rows of a tensor that takes no gradient (ids, hashes), in rank order; trailing dimensions are
     padded with `pad_value` to the longest of any rank first, so ranks may differ there."""
@@ -84,9 +99,11 @@ def _negatives_only(overlap, targets):
     return overlap
 
 
-def contrastive_logits(rows, columns, logit_scale, logit_bias=None):
-    """Scaled cosine similarities of local `rows` against the gathered `columns` of every rank."""
-    logits = logit_scale.exp() * rows @ gather_with_grad(columns).t()
+def contrastive_logits(rows, columns, logit_scale, logit_bias=None, gathered=None):
+    """Scaled cosine similarities of local `rows` against the gathered `columns` of every rank (`gathered`: those
+    already gathered)."""
+    gathered = gather_with_grad(columns) if gathered is None else gathered
+    logits = logit_scale.exp() * rows @ gathered.t()
     if logit_bias is not None:
         logits = logits + logit_bias
     return logits
@@ -97,11 +114,13 @@ def _positive_targets(rows, device):
     return torch.arange(rows, device=device) + rank * rows
 
 
-def clip_loss(embeds_a, embeds_b, logit_scale, overlaps=None):
+def clip_loss(embeds_a, embeds_b, logit_scale, overlaps=None, gathered=None):
     """Symmetric InfoNCE between L2-normalised embeddings whose i-th rows are pairs. `overlaps`, (a rows x b
-    columns, b rows x a columns) from `pair_overlap`, takes the other samples that match out of the negatives."""
-    logits_ab = contrastive_logits(embeds_a, embeds_b, logit_scale).float()
-    logits_ba = contrastive_logits(embeds_b, embeds_a, logit_scale).float()
+    columns, b rows x a columns) from `pair_overlap`, takes the other samples that match out of the negatives.
+    `gathered`: (a, b) of every rank, when the caller gathered them already (`gather_all_with_grad`)."""
+    gathered_a, gathered_b = (None, None) if gathered is None else gathered
+    logits_ab = contrastive_logits(embeds_a, embeds_b, logit_scale, gathered=gathered_b).float()
+    logits_ba = contrastive_logits(embeds_b, embeds_a, logit_scale, gathered=gathered_a).float()
     targets = _positive_targets(embeds_a.shape[0], embeds_a.device)
     if overlaps is not None:
         logits_ab, logits_ba = (logits.masked_fill(_negatives_only(overlap, targets), float("-inf"))
@@ -109,10 +128,12 @@ def clip_loss(embeds_a, embeds_b, logit_scale, overlaps=None):
     return (F.cross_entropy(logits_ab, targets) + F.cross_entropy(logits_ba, targets)) / 2
 
 
-def sigmoid_loss(embeds_a, embeds_b, logit_scale, logit_bias, overlaps=None):
-    """SigLIP: every pair is a binary match / no-match decision, with a learnable bias. With `overlaps` (as
-    `clip_loss`; only the first is used) the other samples that match are left out of the sum."""
-    logits = contrastive_logits(embeds_a, embeds_b, logit_scale, logit_bias).float()
+def sigmoid_loss(embeds_a, embeds_b, logit_scale, logit_bias, overlaps=None, gathered=None):
+    """SigLIP: every pair is a binary match / no-match decision, with a learnable bias. With `overlaps` and
+    `gathered` (as `clip_loss`; only the first overlap and b are used) the other samples that match are left out of
+    the sum."""
+    logits = contrastive_logits(embeds_a, embeds_b, logit_scale, logit_bias,
+                                gathered=None if gathered is None else gathered[1]).float()
     targets = torch.full_like(logits, -1.0)
     rows = torch.arange(logits.shape[0], device=logits.device)
     positives = _positive_targets(logits.shape[0], logits.device)

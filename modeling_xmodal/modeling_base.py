@@ -16,7 +16,7 @@ from transformers.utils import logging
 from .configuration_xmodal import TOWER_CONFIG_CLASSES, XModalConfig, is_own_config
 from .fusion import FUSION_LAYERS, CrossAttentionFusion, _FusionBase, build_fusion
 from .input_checks import check_caption_hashes, collect_inputs
-from .losses import CONTRASTIVE_LOSSES, caption_overlaps, overlaps_both_ways
+from .losses import CONTRASTIVE_LOSSES, caption_overlaps, gather_all_with_grad, overlaps_both_ways
 from .modalities import MODALITIES, PART_CONFIG_KEYS
 from .modeling_outputs import XModalOutput, XModalTowerOutput, XModalVideoFrameOutput, finish, output_options
 from .towers import (
@@ -390,9 +390,12 @@ class XModalModel(XModalPreTrainedModel):
                 raise ValueError(f"`caption_hashes` has {caption_hashes.shape[0]} rows for a batch of {batch}: "
                                  "give one per sample.")
             overlaps = caption_overlaps(caption_hashes, true_caption_hashes)
+        pairs = [(a, b) for a, b in PAIR_LOGITS if a in embeds and b in embeds]
+        gathered = gather_all_with_grad({m: embeds[m] for pair in pairs for m in pair})  # one collective
         losses = [loss_fn(embeds[a], embeds[b], self.logit_scale, *extra, overlaps=overlaps_both_ways(
-                      overlaps, MODALITIES[a].says_caption, MODALITIES[b].says_caption))
-                  for a, b in PAIR_LOGITS if a in embeds and b in embeds]
+                      overlaps, MODALITIES[a].says_caption, MODALITIES[b].says_caption),
+                          gathered=(gathered[a], gathered[b]))
+                  for a, b in pairs]
         if not losses:
             raise ValueError("A contrastive loss needs two modalities; got only " + ", ".join(embeds) + ".")
         return torch.stack(losses).mean()

@@ -71,15 +71,17 @@ def resolve_precision(choice):
     return choice
 
 
-def _elapsed(accelerator, start, seconds_before, synchronized):
-    """Training seconds so far; `synchronized`: the main process's clock on every process, so that all of
-    them take the same learning rate and stop at the same step."""
+def _step_state(accelerator, loss, start, seconds_before, synchronized):
+    """(whether any process's loss is not finite, training seconds so far), in one collective: every collective is
+    a wait for the slowest process, which costs more than the bytes. `synchronized`: the main process's clock on
+    every process, so that all of them take the same learning rate and stop at the same step."""
     seconds = time.perf_counter() - start
-    if synchronized and accelerator.num_processes > 1:
-        from accelerate.utils import broadcast
-
-        seconds = float(broadcast(torch.tensor([seconds], dtype=torch.float64), from_process=0))
-    return seconds_before + seconds
+    bad = 0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0
+    if accelerator.num_processes > 1:
+        clock = seconds if synchronized and accelerator.is_main_process else 0.0
+        total = accelerator.reduce(torch.tensor([bad, clock], dtype=torch.float64, device=loss.device), reduction="sum")
+        bad, seconds = float(total[0]), float(total[1]) if synchronized else seconds
+    return bad > 0, seconds_before + seconds
 
 
 def model_class(task):
@@ -362,8 +364,11 @@ def train(config, resume=False, command=None):
         for batch in clock.timed(loader):
             with accelerator.accumulate(model):
                 outputs = model(**light_step(batch, progress.step, training))
-                _stop_if_not_finite(accelerator, outputs.loss, progress, output_dir)
                 accelerator.backward(outputs.loss)
+                # after the gradients' all-reduce, which has brought the processes together anyway
+                diverged, seconds = _step_state(accelerator, outputs.loss, start, seconds_before, budget is not None)
+                if diverged:
+                    _stop_diverged(outputs.loss, progress, output_dir)
                 grad_norm = None
                 if accelerator.sync_gradients and training.max_grad_norm:
                     grad_norm = clip_gradients(model.parameters(), training.max_grad_norm, accelerator)
@@ -374,7 +379,7 @@ def train(config, resume=False, command=None):
             window.add(outputs)
             if not accelerator.sync_gradients:
                 continue
-            progress.seconds = _elapsed(accelerator, start, seconds_before, synchronized=budget is not None)
+            progress.seconds = seconds
             scheduler.step()
             progress.step += 1
             out_of_time = budget is not None and progress.seconds >= budget
@@ -425,17 +430,16 @@ def light_step(batch, step, training):
     return {key: value for key, value in batch.items() if key not in dropped}
 
 
-def _stop_if_not_finite(accelerator, loss, progress, output_dir):
-    """Stops every process together when any of them has a NaN/inf loss; nothing more is saved."""
-    bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=loss.device)
-    if float(accelerator.reduce(bad, reduction="sum")) > 0:
-        last = checkpointing.latest_state(output_dir)
-        kept = f"The last good training state is {last} (continue with --resume)." if last else (
-            "No training state was saved before it (set training.save_every to keep some).")
-        raise TrainingDiverged(
-            f"The loss became {float(loss.detach())} at optimizer step {progress.step + 1} "
-            f"(batch {progress.micro_step + 1}); training stopped without saving. {kept} Try a lower "
-            "training.learning_rate, more training.warmup_steps or training.mixed_precision: no.")
+def _stop_diverged(loss, progress, output_dir):
+    """Stops training when any process's loss is not finite (every process calls it together, before the optimizer
+    step: the weights stay as they were); nothing more is saved."""
+    last = checkpointing.latest_state(output_dir)
+    kept = f"The last good training state is {last} (continue with --resume)." if last else (
+        "No training state was saved before it (set training.save_every to keep some).")
+    raise TrainingDiverged(
+        f"The loss became {float(loss.detach())} at optimizer step {progress.step + 1} "
+        f"(batch {progress.micro_step + 1}); training stopped without saving. {kept} Try a lower "
+        "training.learning_rate, more training.warmup_steps or training.mixed_precision: no.")
 
 
 # ----------------------------------------------------------------------------- validation and the end

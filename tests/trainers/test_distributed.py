@@ -25,6 +25,21 @@ def test_launch_command_runs_n_processes_on_cpu():
         assert launch_environment(2)["ACCELERATE_USE_CPU"] == "1"
 
 
+def test_one_collective_a_step_tells_every_process_of_a_bad_loss_and_the_main_clock(tmp_path):
+    """The loop's per-step collective: a NaN on one rank stops both; every rank runs by rank 0's clock."""
+    command = launch_command(2, [HERE / "step_state_torchrun.py", tmp_path], module=None, port=free_port())
+    result = subprocess.run(command, env=launch_environment(2, base={**__import__("os").environ,
+                                                                     "OMP_NUM_THREADS": "1"}),
+                            cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in range(2):
+        (fine, clock), (bad, _), (own_fine, own_clock) = torch.load(tmp_path / f"rank{rank}.pt")
+        assert not fine and bad and not own_fine  # rank 1's NaN reaches rank 0 too
+        assert 107.0 <= clock < 130.0  # 7 s before + rank 0's 100 s (and the time the call took), on both ranks
+        expected = 107.0 if rank == 0 else 12.0  # unsynchronised: each rank's own clock
+        assert expected <= own_clock < expected + 23.0
+
+
 # Caption hashes whose overlaps cross the ranks' halves: sample 1 (rank 0) says what is true of sample 6's scene
 # (rank 1) and sample 5 (rank 1) of sample 0's; rank 0 has two true captions per scene, rank 1 three.
 HASHES = {"caption_hashes": torch.tensor([10, 11, 12, 13, 14, 15, 16, 17]),
