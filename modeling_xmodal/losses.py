@@ -30,7 +30,7 @@ def gather_with_grad(features):
 
 def gather_all_with_grad(features):
     """`gather_with_grad` of every tensor of a dict of (batch, dim) tensors in one collective (and one reduce-scatter
-    back): each collective is a synchronisation of the ranks, which cost more than the bytes on a CPU."""
+    back): each collective is a meeting of the ranks, which costs more than the bytes on a CPU."""
     world_size, _ = _world()
     if world_size == 1 or not features:
         return dict(features)

@@ -33,8 +33,9 @@ def test_one_collective_a_step_tells_every_process_of_a_bad_loss_and_the_main_cl
                             cwd=REPO, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     for rank in range(2):
-        (fine, clock), (bad, _), (own_fine, own_clock) = torch.load(tmp_path / f"rank{rank}.pt")
-        assert not fine and bad and not own_fine  # rank 1's NaN reaches rank 0 too
+        told = torch.load(tmp_path / f"rank{rank}.pt")  # [(diverged, seconds)] of the three calls
+        (diverged, clock), (diverged_at_nan, _), (diverged_unsynced, own_clock) = told
+        assert not diverged and diverged_at_nan and not diverged_unsynced  # rank 1's NaN reaches rank 0 too
         assert 107.0 <= clock < 130.0  # 7 s before + rank 0's 100 s (and the time the call took), on both ranks
         expected = 107.0 if rank == 0 else 12.0  # unsynchronised: each rank's own clock
         assert expected <= own_clock < expected + 23.0
