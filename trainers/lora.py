@@ -45,7 +45,8 @@ PRETRAINED_LORA_TARGETS = {
     "whisper": (r"layers\.\d+", ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]),
 }
 # The freshly initialised head of each task is trained in full next to the adapters.
-TASK_HEADS = {"matching": ["itm_head"], "classification": ["classifier"], "pretraining": ["itm_head"],
+# The fresh heads each task trains in full beside the adapters, those the model has (`ctc_head` only with a CTC weight).
+TASK_HEADS = {"matching": ["itm_head"], "classification": ["classifier"], "pretraining": ["itm_head", "ctc_head"],
               "video": ["video_heads"]}
 
 
@@ -102,9 +103,7 @@ def apply_lora(model, settings, task, train_in_full=None):
                          f"(modules {settings.modules or 'default'}); see xmodal.trainers.lora.LORA_TARGET_MODULES.")
     modules_to_save = settings.modules_to_save
     if modules_to_save is None and train_in_full is None:
-        modules_to_save = TASK_HEADS.get(task)
-        if task == "pretraining" and getattr(model, "ctc_head", None) is not None:  # weighted CTC: fresh too
-            modules_to_save = [*modules_to_save, "ctc_head"]
+        modules_to_save = [head for head in TASK_HEADS.get(task, []) if getattr(model, head, None) is not None]
     was_trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=pattern, modules_to_save=modules_to_save or None)
