@@ -186,14 +186,26 @@ class XModalAudioConfig(PreTrainedConfig):
     encoder_type: str = "transformer"
     pooling: str = "mean"
     initializer_range: float = 0.02
+    # Training-time augmentation of the log-mel frames (`spec_augment.py`; off unless `apply_spec_augment`).
+    apply_spec_augment: bool = False
+    frequency_warp: float = 0.0
+    spectral_tilt: float = 0.0
+    mask_time_prob: float = 0.0
+    mask_time_length: int = 5
+    mask_feature_prob: float = 0.0
+    mask_feature_length: int = 8
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         _check_choice(self, "encoder_type", {"transformer", "lstm"})
         _check_choice(self, "pooling", {"mean"})
         _check_positive(self, "num_mel_bins", "max_source_positions", "hidden_size", "num_hidden_layers",
-                        "num_attention_heads", "intermediate_size")
-        _check_probability(self, "hidden_dropout", "attention_dropout")
+                        "num_attention_heads", "intermediate_size", "mask_time_length", "mask_feature_length")
+        _check_probability(self, "hidden_dropout", "attention_dropout", "frequency_warp", "mask_time_prob",
+                           "mask_feature_prob")
+        if not 0.0 <= self.spectral_tilt <= 1.0:
+            raise ValueError(f"XModalAudioConfig.spectral_tilt={self.spectral_tilt!r} must be in [0, 1] "
+                             "(feature units: 1.0 is 40 dB).")
         if self.encoder_type == "transformer":
             _check_heads(self)
 

@@ -484,4 +484,4 @@ AUTO_MAP = {
 # would otherwise leave the heads' file behind.
 MODEL_FILES = ("configuration_xmodal.py", "fusion.py", "input_checks.py", "layers.py", "losses.py", "modalities.py",
                "modeling_base.py", "modeling_outputs.py", "modeling_video.py", "modeling_xmodal.py",
-               "negatives.py", "towers.py", "video_tower.py")
+               "negatives.py", "spec_augment.py", "towers.py", "video_tower.py")

@@ -12,6 +12,7 @@ from transformers.utils import ModelOutput
 from .configuration_xmodal import XModalAudioConfig, XModalTextConfig, XModalVisionConfig, is_own_config
 from .layers import XModalTransformer, masked_mean, padding_mask
 from .modeling_outputs import XModalTowerOutput
+from .spec_augment import augment_log_mel
 
 
 def _shape_error(argument, expected, received):
@@ -263,6 +264,8 @@ class XModalAudioTransformer(_TransformerTower):
     def forward(self, input_features, feature_attention_mask=None, output_attentions=False,
                 output_hidden_states=False):
         check_audio_inputs(self.config, input_features, feature_attention_mask)
+        if self.training and self.config.apply_spec_augment:
+            input_features = augment_log_mel(input_features, feature_attention_mask, self.config)
         x, mask = self.subsample(input_features, feature_attention_mask)
         x = x + self.embed_positions(torch.arange(x.shape[1], device=x.device))
         return self._encode(x, mask, "mean", output_attentions, output_hidden_states)
@@ -284,6 +287,8 @@ class XModalAudioLSTM(nn.Module):
     def forward(self, input_features, feature_attention_mask=None, output_attentions=False,
                 output_hidden_states=False):
         check_audio_inputs(self.config, input_features, feature_attention_mask)
+        if self.training and self.config.apply_spec_augment:
+            input_features = augment_log_mel(input_features, feature_attention_mask, self.config)
         x, mask = self.subsample(input_features, feature_attention_mask)
         states = self.norm(run_lstm(self.lstm, x, mask))
         return XModalTowerOutput(last_hidden_state=states, pooler_output=masked_mean(states, mask),
