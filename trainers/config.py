@@ -143,6 +143,9 @@ class TrainingConfig:
     optimizer: str = "adamw_torch_fused"
     group_by_length: bool = False
     compile: bool = False
+    # Under `compile`, each batch's speech pads up to a multiple of this many frames (length buckets): inductor
+    # compiles once per speech length, so a handful of buckets instead of a new length every step. 0: no buckets.
+    compile_audio_bucket: int = 64
     pretrained: str | None = None  # start from a saved checkpoint folder instead of random weights
     report_to: list = field(default_factory=lambda: ["tensorboard"])
     progress_bar: bool = True
@@ -338,7 +341,7 @@ def validate(config: RunConfig):
                  "full_step_every"):
         if not isinstance(getattr(training, name), int) or getattr(training, name) <= 0:
             raise ConfigError(f"training.{name}={getattr(training, name)!r} must be a positive integer.")
-    for name in ("eval_every", "save_every", "warmup_steps"):
+    for name in ("eval_every", "save_every", "warmup_steps", "compile_audio_bucket"):
         if not isinstance(getattr(training, name), int) or getattr(training, name) < 0:
             raise ConfigError(f"training.{name}={getattr(training, name)!r} must be an integer >= 0.")
     if not isinstance(training.learning_rate, (int, float)) or training.learning_rate <= 0:

@@ -23,6 +23,7 @@ from .data import (
     EpochShuffleSampler,
     XModalDataCollator,
     add_caption_hashes,
+    audio_length_buckets,
     base_dir,
     check_columns,
     check_split_names,
@@ -195,7 +196,10 @@ def prepare_data(config, accelerator, processor_dir, resume=False):
             if split is not None and not (isinstance(split, EncodedDataset) and add_caption_hashes(split, data)):
                 accelerator.print(f"data.mask_false_negatives: the {name} split has no `caption` text column with one "
                                   "caption per item (or is streamed): its in-batch negatives are not masked.")
-    collator = XModalDataCollator(processor, data, config.task, data.modalities,
+    buckets = None  # under `torch.compile` speech pads to a few lengths, each compiled once (benchmarks/README.md)
+    if config.training.compile and "audio" in data.modalities:
+        buckets = audio_length_buckets(processor.feature_extractor, config.training.compile_audio_bucket)
+    collator = XModalDataCollator(processor, data, config.task, data.modalities, audio_length_buckets=buckets,
                                   forward_names=forward_argument_names(model_class(config.task)))
     return PreparedData(processor.tokenizer, processor, train, evaluation, collator)
 

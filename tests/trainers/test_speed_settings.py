@@ -119,3 +119,47 @@ def test_compiled_training_matches_eager_and_does_not_recompile_for_new_lengths(
         assert abs(losses[0] - losses[1]) < 1e-4, (step, losses)
     # Measured: the second step compiles once more (2 graphs after two steps); the new lengths after it compile nothing.
     assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs_after_two <= 2
+
+
+def test_speech_length_buckets_come_from_the_feature_extractor():
+    from transformers import WhisperFeatureExtractor
+    from xmodal.processing import XModalFeatureExtractor
+    from xmodal.trainers.data import audio_length_buckets
+
+    extractor = XModalFeatureExtractor(feature_size=64, hop_length=320, max_duration=6.0)  # 300 frames at most
+    assert audio_length_buckets(extractor, 64) == [64, 128, 192, 256, 300]
+    assert audio_length_buckets(extractor, 100) == [100, 200, 300]
+    assert audio_length_buckets(extractor, 0) is None
+    assert audio_length_buckets(WhisperFeatureExtractor(), 64) is None  # it pads every clip to 30 s already
+    with pytest.raises(ConfigError, match=r"training.compile_audio_bucket=-1 must be an integer >= 0"):
+        config_from_dict(tiny_config("runs/x", training={"compile_audio_bucket": -1}))
+
+
+def test_bucketed_speech_pads_to_the_next_bucket_and_changes_no_output():
+    """The collator pads each batch's speech up to the next bucket (32 frames for clips of at most 25); the padding
+    is masked, so the speech states, the pooled vector and the loss are those of the unpadded batch."""
+    from xmodal.trainers.data import XModalDataCollator
+
+    inputs = _batch()
+    inputs["feature_attention_mask"][:, 25:] = 0
+    inputs["feature_attention_mask"][0, 18:] = 0
+    rows = [{key: value[i] for key, value in inputs.items()} for i in range(3)]
+    plain = XModalDataCollator(None, None, "pretraining", ["text", "image", "audio"])(rows)
+    bucketed = XModalDataCollator(None, None, "pretraining", ["text", "image", "audio"],
+                                  audio_length_buckets=[16, 32, 40])(rows)
+    assert plain["input_features"].shape[-1] == 25 and bucketed["input_features"].shape[-1] == 32
+    assert torch.equal(bucketed["input_features"][..., :25], plain["input_features"])
+    assert torch.equal(bucketed["feature_attention_mask"].sum(dim=1), plain["feature_attention_mask"].sum(dim=1))
+    model = _model().eval()
+    with torch.no_grad():
+        speech = [model.xmodal.get_audio_features(b["input_features"], b["feature_attention_mask"]) for b in
+                  (plain, bucketed)]
+        torch.manual_seed(0)
+        loss_plain = model(**plain).loss
+        torch.manual_seed(0)
+        loss_bucketed = model(**bucketed).loss
+    torch.testing.assert_close(speech[1].pooler_output, speech[0].pooler_output, atol=1e-5, rtol=1e-5)
+    valid = speech[0].attention_mask.bool()
+    torch.testing.assert_close(speech[1].last_hidden_state[:, :valid.shape[1]][valid],
+                               speech[0].last_hidden_state[valid], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss_bucketed, loss_plain, atol=1e-5, rtol=1e-5)

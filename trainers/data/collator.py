@@ -2,7 +2,7 @@
 
 import torch
 
-from .encoding import ENCODED_KEYS, encode_rows
+from .encoding import ENCODED_KEYS, encode_rows, pad_to
 
 # Padded (batch, length) tensors and the mask that says how long each row really is.
 TRIM_BY_MASK = {"input_ids": "attention_mask", "attention_mask": "attention_mask",
@@ -18,19 +18,33 @@ class XModalDataCollator:
     dropped, so the same collator serves every head.
     """
 
-    def __init__(self, processor, data_config, task, modalities, forward_names=None):
+    def __init__(self, processor, data_config, task, modalities, forward_names=None, audio_length_buckets=None):
         self.processor = processor
         self.data_config = data_config
         self.task = task
         self.modalities = list(modalities)
         self.forward_names = list(forward_names) if forward_names is not None else None
+        self.audio_length_buckets = sorted(audio_length_buckets) if audio_length_buckets else None
 
     def __call__(self, rows):
         if "input_ids" in rows[0] or "pixel_values" in rows[0] or "input_features" in rows[0]:
             batch = self._stack(rows)
         else:
             batch = encode_rows(rows, self.processor, self.data_config, self.task, self.modalities)
-        return self.for_model(batch)
+        return self.for_model(self.bucket_audio(batch))
+
+    def bucket_audio(self, batch):
+        """Speech frames padded up to the shortest of `audio_length_buckets` that holds them: a compiled step then
+        meets a handful of speech lengths and compiles once for each, not once per batch. Padding is masked, so
+        the model's outputs do not change."""
+        if self.audio_length_buckets is None or "input_features" not in batch:
+            return batch
+        frames = batch["input_features"].shape[-1]
+        length = next((b for b in self.audio_length_buckets if b >= frames), frames)
+        batch["input_features"] = pad_to(batch["input_features"], length, 0.0)
+        if "feature_attention_mask" in batch:
+            batch["feature_attention_mask"] = pad_to(batch["feature_attention_mask"], length, 0)
+        return batch
 
     def for_model(self, batch):
         """A batch of model inputs named and typed as `forward` takes them (float32 pixels and features, only
@@ -138,6 +152,17 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
 
             return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
         return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+
+def audio_length_buckets(feature_extractor, every):
+    """Speech lengths that a compiled step's batches pad up to: multiples of `every` frames below the longest clip
+    `feature_extractor` keeps, then that one. None when `every` is 0, or when the extractor pads every clip to
+    one length anyway (Whisper's 30 s)."""
+    max_samples = getattr(feature_extractor, "max_samples", None)
+    if every <= 0 or max_samples is None:
+        return None
+    longest = feature_extractor.num_frames(max_samples)
+    return sorted({*range(every, longest, every), longest})
 
 
 def row_lengths(dataset):
