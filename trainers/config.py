@@ -143,8 +143,8 @@ class TrainingConfig:
     optimizer: str = "adamw_torch_fused"
     group_by_length: bool = False
     compile: bool = False
-    # Under `compile`, each batch's speech pads up to a multiple of this many frames (length buckets): inductor
-    # compiles once per speech length, so a handful of buckets instead of a new length every step. 0: no buckets.
+    # Under `compile`, sizes are static: captions pad to data.max_text_length, labels to max_target_length, and speech
+    # up to a multiple of this many frames (length buckets: one compilation per bucket). 0: no speech buckets.
     compile_audio_bucket: int = 64
     pretrained: str | None = None  # start from a saved checkpoint folder instead of random weights
     report_to: list = field(default_factory=lambda: ["tensorboard"])

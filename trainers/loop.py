@@ -23,7 +23,7 @@ from .data import (
     EpochShuffleSampler,
     XModalDataCollator,
     add_caption_hashes,
-    audio_length_buckets,
+    compile_length_buckets,
     base_dir,
     check_columns,
     check_split_names,
@@ -196,10 +196,11 @@ def prepare_data(config, accelerator, processor_dir, resume=False):
             if split is not None and not (isinstance(split, EncodedDataset) and add_caption_hashes(split, data)):
                 accelerator.print(f"data.mask_false_negatives: the {name} split has no `caption` text column with one "
                                   "caption per item (or is streamed): its in-batch negatives are not masked.")
-    buckets = None  # under `torch.compile` speech pads to a few lengths, each compiled once (benchmarks/README.md)
-    if config.training.compile and "audio" in data.modalities:
-        buckets = audio_length_buckets(processor.feature_extractor, config.training.compile_audio_bucket)
-    collator = XModalDataCollator(processor, data, config.task, data.modalities, audio_length_buckets=buckets,
+    buckets = None  # under `torch.compile` every input pads to a few lengths, each compiled once with static sizes
+    if config.training.compile:
+        buckets = compile_length_buckets(data, getattr(processor, "feature_extractor", None),
+                                         config.training.compile_audio_bucket)
+    collator = XModalDataCollator(processor, data, config.task, data.modalities, length_buckets=buckets,
                                   forward_names=forward_argument_names(model_class(config.task)))
     return PreparedData(processor.tokenizer, processor, train, evaluation, collator)
 
@@ -230,10 +231,16 @@ def make_accelerator(training, output_dir):
     # Light steps leave some parameters out of the graph; DDP must then look for them every step.
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if training.full_step_every > 1 else []
     dynamo = None
-    if training.compile:  # compiled once prepared (after the DDP wrapper); sizes that vary are marked dynamic
+    if training.compile:  # compiled once prepared (after the DDP wrapper), with static sizes
+        import torch._dynamo
         from accelerate.utils import TorchDynamoPlugin
 
-        dynamo = TorchDynamoPlugin(backend="inductor", dynamic=True)
+        # Static sizes: the collator pads every input to a few bucket lengths (`compile_length_buckets`). With
+        # dynamic sizes, torch 2.13's inductor fails on this model under bf16 autocast ("ValueRangeError: Invalid
+        # ranges [0:-1]" while ordering strides), and dynamo's DDP graph splitting failed on it too (bf16, 2 processes:
+        # "'float' object has no attribute 'meta'"). One graph, all-reduced by DDP's own reducer after the backward.
+        torch._dynamo.config.optimize_ddp = "no_optimization"
+        dynamo = TorchDynamoPlugin(backend="inductor", dynamic=False)
     return Accelerator(
         mixed_precision=resolve_precision(training.mixed_precision), dynamo_plugin=dynamo,
         kwargs_handlers=handlers,

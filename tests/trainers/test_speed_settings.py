@@ -90,7 +90,8 @@ def test_compiled_training_matches_eager_and_does_not_recompile_for_new_lengths(
     with symbolic sizes), `inductor` adds the generated kernels. Opt-in: on a shared 2-core CPU the first took
     5-9 minutes and the second did not finish in 25. (The speech length stays: the backward of the audio
     tower's strided convolution makes inductor guard on the frame count, so that each new speech length compiles
-    anew; see benchmarks/README.md, issue 18.)"""
+    anew; under `training.compile` the collator pads speech to a few bucket lengths instead: see
+    `test_bucketed_inputs_pad_to_their_bucket_and_change_no_output` and benchmarks/README.md, issue 18.)"""
     import torch._dynamo.utils as dynamo_utils
     import torch._inductor.config as inductor_config
 
@@ -121,23 +122,27 @@ def test_compiled_training_matches_eager_and_does_not_recompile_for_new_lengths(
     assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs_after_two <= 2
 
 
-def test_speech_length_buckets_come_from_the_feature_extractor():
+def test_compile_length_buckets_come_from_the_data_config_and_the_feature_extractor(tmp_path):
     from transformers import WhisperFeatureExtractor
     from xmodal.processing import XModalFeatureExtractor
-    from xmodal.trainers.data import audio_length_buckets
+    from xmodal.trainers.data import compile_length_buckets
 
+    data = config_from_dict(tiny_config(tmp_path, data={"max_text_length": 24, "max_target_length": 20})).data
     extractor = XModalFeatureExtractor(feature_size=64, hop_length=320, max_duration=6.0)  # 300 frames at most
-    assert audio_length_buckets(extractor, 64) == [64, 128, 192, 256, 300]
-    assert audio_length_buckets(extractor, 100) == [100, 200, 300]
-    assert audio_length_buckets(extractor, 0) is None
-    assert audio_length_buckets(WhisperFeatureExtractor(), 64) is None  # it pads every clip to 30 s already
+    assert compile_length_buckets(data, extractor, 64) == {
+        "input_ids": [24], "negative_input_ids": [24], "labels": [20], "input_features": [64, 128, 192, 256, 300]}
+    assert compile_length_buckets(data, extractor, 100)["input_features"] == [100, 200, 300]
+    assert "input_features" not in compile_length_buckets(data, extractor, 0)
+    assert "input_features" not in compile_length_buckets(data, WhisperFeatureExtractor(), 64)  # 30 s every clip
+    assert "input_features" not in compile_length_buckets(data, None, 64)  # no speech
     with pytest.raises(ConfigError, match=r"training.compile_audio_bucket=-1 must be an integer >= 0"):
-        config_from_dict(tiny_config("runs/x", training={"compile_audio_bucket": -1}))
+        config_from_dict(tiny_config(tmp_path, training={"compile_audio_bucket": -1}))
 
 
-def test_bucketed_speech_pads_to_the_next_bucket_and_changes_no_output():
-    """The collator pads each batch's speech up to the next bucket (32 frames for clips of at most 25); the padding
-    is masked, so the speech states, the pooled vector and the loss are those of the unpadded batch."""
+def test_bucketed_inputs_pad_to_their_bucket_and_change_no_output():
+    """The collator pads each batch's captions, labels and speech up to their buckets (speech of at most 25 frames
+    to 32); padding is masked or -100, so the speech states, the pooled vector and the loss are those of the
+    unpadded batch."""
     from xmodal.trainers.data import XModalDataCollator
 
     inputs = _batch()
@@ -145,11 +150,14 @@ def test_bucketed_speech_pads_to_the_next_bucket_and_changes_no_output():
     inputs["feature_attention_mask"][0, 18:] = 0
     rows = [{key: value[i] for key, value in inputs.items()} for i in range(3)]
     plain = XModalDataCollator(None, None, "pretraining", ["text", "image", "audio"])(rows)
-    bucketed = XModalDataCollator(None, None, "pretraining", ["text", "image", "audio"],
-                                  audio_length_buckets=[16, 32, 40])(rows)
+    buckets = {"input_features": [16, 32, 40], "input_ids": [12], "labels": [10]}
+    bucketed = XModalDataCollator(None, None, "pretraining", ["text", "image", "audio"], length_buckets=buckets)(rows)
     assert plain["input_features"].shape[-1] == 25 and bucketed["input_features"].shape[-1] == 32
+    assert bucketed["input_ids"].shape[-1] == bucketed["attention_mask"].shape[-1] == 12
+    assert bucketed["labels"].shape[-1] == 10 and (bucketed["labels"][:, plain["labels"].shape[-1]:] == -100).all()
     assert torch.equal(bucketed["input_features"][..., :25], plain["input_features"])
     assert torch.equal(bucketed["feature_attention_mask"].sum(dim=1), plain["feature_attention_mask"].sum(dim=1))
+    assert torch.equal(bucketed["attention_mask"].sum(dim=1), plain["attention_mask"].sum(dim=1))
     model = _model().eval()
     with torch.no_grad():
         speech = [model.xmodal.get_audio_features(b["input_features"], b["feature_attention_mask"]) for b in

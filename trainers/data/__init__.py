@@ -4,7 +4,7 @@ written in the layouts `datasets` reads (`export`). The collator takes encoded r
 `PIL` image, a caption, audio bytes) and emits exactly the model's `forward` argument names, so
 `transformers.Trainer` can use it unchanged."""
 
-from .collator import EpochShuffleSampler, XModalDataCollator, audio_length_buckets, row_lengths
+from .collator import EpochShuffleSampler, XModalDataCollator, compile_length_buckets, row_lengths
 from .encoding import EncodedDataset, add_caption_hashes, encode_rows, encode_split, label_roles, target_labels
 from .errors import DataError
 from .processors import (
@@ -25,7 +25,7 @@ from .sources import (
     validation_split_name,
 )
 
-__all__ = ["DataError", "EncodedDataset", "EpochShuffleSampler", "add_caption_hashes", "audio_length_buckets",
+__all__ = ["DataError", "EncodedDataset", "EpochShuffleSampler", "add_caption_hashes", "compile_length_buckets",
            "row_lengths", "RowError",
            "SKIP_REASONS",
            "XModalDataCollator", "base_dir", "check_columns", "check_split_names", "configure_tokens", "encode_rows",

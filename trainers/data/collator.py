@@ -2,12 +2,15 @@
 
 import torch
 
-from .encoding import ENCODED_KEYS, encode_rows, pad_to
+from .encoding import ENCODED_KEYS, encode_rows, pad_to, pad_value
 
 # Padded (batch, length) tensors and the mask that says how long each row really is.
 TRIM_BY_MASK = {"input_ids": "attention_mask", "attention_mask": "attention_mask",
                 "input_features": "feature_attention_mask", "feature_attention_mask": "feature_attention_mask",
                 "negative_input_ids": "negative_attention_mask", "negative_attention_mask": "negative_attention_mask"}
+# Inputs padded together to a length bucket (`length_buckets`), by the first of each group.
+BUCKETED = {"input_ids": ("input_ids", "attention_mask"), "input_features": ("input_features", "feature_attention_mask"),
+            "negative_input_ids": ("negative_input_ids", "negative_attention_mask"), "labels": ("labels",)}
 
 
 class XModalDataCollator:
@@ -18,32 +21,33 @@ class XModalDataCollator:
     dropped, so the same collator serves every head.
     """
 
-    def __init__(self, processor, data_config, task, modalities, forward_names=None, audio_length_buckets=None):
+    def __init__(self, processor, data_config, task, modalities, forward_names=None, length_buckets=None):
         self.processor = processor
         self.data_config = data_config
         self.task = task
         self.modalities = list(modalities)
         self.forward_names = list(forward_names) if forward_names is not None else None
-        self.audio_length_buckets = sorted(audio_length_buckets) if audio_length_buckets else None
+        self.length_buckets = {k: sorted(v) for k, v in (length_buckets or {}).items() if k in BUCKETED}
 
     def __call__(self, rows):
         if "input_ids" in rows[0] or "pixel_values" in rows[0] or "input_features" in rows[0]:
             batch = self._stack(rows)
         else:
             batch = encode_rows(rows, self.processor, self.data_config, self.task, self.modalities)
-        return self.for_model(self.bucket_audio(batch))
+        return self.for_model(self.pad_to_buckets(batch))
 
-    def bucket_audio(self, batch):
-        """Speech frames padded up to the shortest of `audio_length_buckets` that holds them: a compiled step then
-        meets a handful of speech lengths and compiles once for each, not once per batch. Padding is masked, so
-        the model's outputs do not change."""
-        if self.audio_length_buckets is None or "input_features" not in batch:
-            return batch
-        frames = batch["input_features"].shape[-1]
-        length = next((b for b in self.audio_length_buckets if b >= frames), frames)
-        batch["input_features"] = pad_to(batch["input_features"], length, 0.0)
-        if "feature_attention_mask" in batch:
-            batch["feature_attention_mask"] = pad_to(batch["feature_attention_mask"], length, 0)
+    def pad_to_buckets(self, batch):
+        """Each input named in `length_buckets` padded up to the shortest of its bucket lengths that holds it: a
+        compiled step then meets a handful of shapes and compiles once for each, not once per batch. Padding is
+        masked (labels pad with -100), so the model's outputs do not change."""
+        for lead, keys in BUCKETED.items():
+            if lead not in batch or lead not in self.length_buckets:
+                continue
+            length = batch[lead].shape[-1]
+            target = next((b for b in self.length_buckets[lead] if b >= length), length)
+            for key in keys:
+                if key in batch:
+                    batch[key] = pad_to(batch[key], target, pad_value(key, getattr(self.processor, "tokenizer", None)))
         return batch
 
     def for_model(self, batch):
@@ -154,15 +158,18 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
         return iter(torch.randperm(self.num_samples, generator=generator).tolist())
 
 
-def audio_length_buckets(feature_extractor, every):
-    """Speech lengths that a compiled step's batches pad up to: multiples of `every` frames below the longest clip
-    `feature_extractor` keeps, then that one. None when `every` is 0, or when the extractor pads every clip to
-    one length anyway (Whisper's 30 s)."""
+def compile_length_buckets(data_config, feature_extractor, audio_every):
+    """The lengths a compiled step's inputs pad up to (`XModalDataCollator.pad_to_buckets`): captions and their false
+    variants to `max_text_length`, decoder labels to `max_target_length`, speech to multiples of `audio_every`
+    frames below the longest clip `feature_extractor` keeps, then that one (every length when `audio_every` is 0;
+    none when the extractor pads every clip to one length anyway, as Whisper's 30 s)."""
+    buckets = {"input_ids": [data_config.max_text_length], "negative_input_ids": [data_config.max_text_length],
+               "labels": [data_config.max_target_length]}
     max_samples = getattr(feature_extractor, "max_samples", None)
-    if every <= 0 or max_samples is None:
-        return None
-    longest = feature_extractor.num_frames(max_samples)
-    return sorted({*range(every, longest, every), longest})
+    if audio_every > 0 and max_samples is not None:
+        longest = feature_extractor.num_frames(max_samples)
+        buckets["input_features"] = sorted({*range(audio_every, longest, audio_every), longest})
+    return buckets
 
 
 def row_lengths(dataset):

@@ -172,8 +172,9 @@ def pad_to(tensor, length, value):
     return torch.cat([tensor, pad], dim=-1)
 
 
-def _pad_value(key, tokenizer):
-    pad = tokenizer.pad_token_id or 0
+def pad_value(key, tokenizer):
+    """What pads `key`: -100 for labels, the pad token for token ids (0 without a tokenizer), else 0."""
+    pad = getattr(tokenizer, "pad_token_id", None) or 0
     return {"labels": -100, "input_ids": pad, "negative_input_ids": pad}.get(key, 0)
 
 
@@ -240,7 +241,7 @@ def _concatenate(chunks, tokenizer):
         parts = [c[key] for c in chunks]
         if parts[0].dim() > 1 and key != "pixel_values":
             longest = max(p.shape[-1] for p in parts)
-            parts = [pad_to(p, longest, _pad_value(key, tokenizer)) for p in parts]
+            parts = [pad_to(p, longest, pad_value(key, tokenizer)) for p in parts]
         tensors[key] = torch.cat(parts)
     if "caption_owner" in tensors:
         counts = torch.bincount(tensors["caption_owner"])
