@@ -215,7 +215,11 @@ def ctc_loss(logits, state_mask, labels, left_out=()):
     spoken = labels != -100
     for token in left_out:
         spoken &= labels != token
-    return F.ctc_loss(log_probs, labels[spoken], lengths.long(), spoken.sum(1), blank=logits.shape[-1] - 1,
+    # Each row's spoken tokens moved to its front (a stable sort keeps their order), as padded (batch, tokens) targets:
+    # selecting them by the boolean mask would give a data-dependent size, which breaks a compiled graph.
+    order = torch.sort((~spoken).int(), dim=1, stable=True).indices
+    targets = labels.gather(1, order).masked_fill(~spoken.gather(1, order), 0)
+    return F.ctc_loss(log_probs, targets, lengths.long(), spoken.sum(1), blank=logits.shape[-1] - 1,
                       zero_infinity=True)
 
 

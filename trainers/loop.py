@@ -238,7 +238,7 @@ def make_accelerator(training, output_dir):
         # Static sizes: the collator pads every input to a few bucket lengths (`compile_length_buckets`). With
         # dynamic sizes, torch 2.13's inductor fails on this model under bf16 autocast ("ValueRangeError: Invalid
         # ranges [0:-1]" while ordering strides), and dynamo's DDP graph splitting failed on it too (bf16, 2 processes:
-        # "'float' object has no attribute 'meta'"). One graph, all-reduced by DDP's own reducer after the backward.
+        # "'float' object has no attribute 'meta'"): not split; DDP's own reducer all-reduces after the backward.
         torch._dynamo.config.optimize_ddp = "no_optimization"
         dynamo = TorchDynamoPlugin(backend="inductor", dynamic=False)
     return Accelerator(
