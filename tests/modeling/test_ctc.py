@@ -7,9 +7,8 @@ from torch.nn import functional as F
 from xmodal import XModalForPreTraining
 from xmodal.losses import ctc_loss
 
+from .tiny import CTC_LOSS_WEIGHTS as WEIGHTS
 from .tiny import VOCAB, caption_labels, tiny_config, tiny_inputs
-
-WEIGHTS = {"contrastive": 1.0, "matching": 0.25, "caption": 0.25, "transcription": 0.5, "ctc": 0.3}
 
 
 def test_ctc_loss_scores_the_spoken_tokens_with_the_last_class_as_blank():

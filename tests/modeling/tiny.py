@@ -14,6 +14,8 @@ from xmodal import (
 
 VOCAB = 99
 MAX_FRAMES = 6
+# The pre-training weights with the CTC part on (`tiny_config(loss_weights=CTC_LOSS_WEIGHTS)` builds a `ctc_head`).
+CTC_LOSS_WEIGHTS = {"contrastive": 1.0, "matching": 0.25, "caption": 0.25, "transcription": 0.5, "ctc": 0.3}
 
 
 def tiny_video_config(shared=False, frame_config=None):

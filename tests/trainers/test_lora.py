@@ -10,7 +10,7 @@ from xmodal.trainers.config import config_from_dict
 from xmodal.trainers.lora import LORA_TARGET_MODULES, target_modules_pattern
 from xmodal.trainers.loop import train
 
-from tests.modeling.tiny import tiny_config as tiny_model_config, tiny_video_config
+from tests.modeling.tiny import CTC_LOSS_WEIGHTS, tiny_config as tiny_model_config, tiny_video_config
 
 from .helpers import tiny_config
 
@@ -31,9 +31,9 @@ def test_pretraining_heads_train_in_full_beside_the_adapters():
     from xmodal.trainers.config import LoraSettings
     from xmodal.trainers.lora import apply_lora
 
-    weights = {"contrastive": 1.0, "matching": 0.25, "caption": 0.25, "transcription": 0.5, "ctc": 0.3}
     for with_ctc in (False, True):
-        model = xmodal.XModalForPreTraining(tiny_model_config(**({"loss_weights": weights} if with_ctc else {})))
+        weights = {"loss_weights": CTC_LOSS_WEIGHTS} if with_ctc else {}
+        model = xmodal.XModalForPreTraining(tiny_model_config(**weights))
         peft_model = apply_lora(model, LoraSettings(enabled=True, parts=["text"]), "pretraining")
         trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
         assert any("itm_head" in n for n in trainable)

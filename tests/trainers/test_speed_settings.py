@@ -8,7 +8,7 @@ from xmodal.trainers.config import ConfigError, config_from_dict
 from xmodal.trainers.data import EpochShuffleSampler
 from xmodal.trainers.optim import clip_gradients, make_optimizer
 
-from ..modeling.tiny import caption_labels, tiny_config as tiny_model_config, tiny_inputs
+from ..modeling.tiny import CTC_LOSS_WEIGHTS, caption_labels, tiny_config as tiny_model_config, tiny_inputs
 from .helpers import tiny_config
 
 
@@ -16,8 +16,7 @@ def _model(ctc=False):
     import xmodal
 
     torch.manual_seed(0)
-    weights = {"contrastive": 1.0, "matching": 0.25, "caption": 0.25, "transcription": 0.5, "ctc": 1.0}
-    return xmodal.XModalForPreTraining(tiny_model_config(**({"loss_weights": weights} if ctc else {})))
+    return xmodal.XModalForPreTraining(tiny_model_config(**({"loss_weights": CTC_LOSS_WEIGHTS} if ctc else {})))
 
 
 def _batch():

@@ -9,7 +9,8 @@ TRIM_BY_MASK = {"input_ids": "attention_mask", "attention_mask": "attention_mask
                 "input_features": "feature_attention_mask", "feature_attention_mask": "feature_attention_mask",
                 "negative_input_ids": "negative_attention_mask", "negative_attention_mask": "negative_attention_mask"}
 # Inputs padded together to a length bucket (`length_buckets`), by the first of each group.
-BUCKETED = {"input_ids": ("input_ids", "attention_mask"), "input_features": ("input_features", "feature_attention_mask"),
+BUCKETED = {"input_ids": ("input_ids", "attention_mask"),
+            "input_features": ("input_features", "feature_attention_mask"),
             "negative_input_ids": ("negative_input_ids", "negative_attention_mask"), "labels": ("labels",)}
 
 
@@ -40,6 +41,7 @@ class XModalDataCollator:
         """Each input named in `length_buckets` padded up to the shortest of its bucket lengths that holds it: a
         compiled step then meets a handful of shapes and compiles once for each, not once per batch. Padding is
         masked (labels pad with -100), so the model's outputs do not change."""
+        tokenizer = getattr(self.processor, "tokenizer", None)
         for lead, keys in BUCKETED.items():
             if lead not in batch or lead not in self.length_buckets:
                 continue
@@ -47,7 +49,7 @@ class XModalDataCollator:
             target = next((b for b in self.length_buckets[lead] if b >= length), length)
             for key in keys:
                 if key in batch:
-                    batch[key] = pad_to(batch[key], target, pad_value(key, getattr(self.processor, "tokenizer", None)))
+                    batch[key] = pad_to(batch[key], target, pad_value(key, tokenizer))
         return batch
 
     def for_model(self, batch):
