@@ -38,6 +38,7 @@ from .loading import load_head, resolve_model_dir
 from .metrics import (
     caption_relevance,
     classification_accuracy,
+    closest_reference_error_rates,
     error_rates,
     matching_metrics,
     metrics_markdown,
@@ -239,6 +240,9 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
                 hypotheses = generate_texts(model, dataset, source, count, batch_size, collator,
                                             processor.target_tokenizer, evaluation)
                 metrics.update(error_rates(references, hypotheses, prefix=prefix))
+                if source == "image" and dataset.metadata.get("captions"):  # a scene may be said in many ways
+                    true_captions = [[said, *others] for said, others in zip(references, dataset.metadata["captions"])]
+                    metrics.update(closest_reference_error_rates(true_captions, hypotheses, "caption_closest_"))
                 metrics[f"{prefix}examples"] = [{"reference": r, "generated": h}
                                                 for r, h in list(zip(references, hypotheses))[:3]]
         del model

@@ -96,6 +96,34 @@ def error_rates(references, hypotheses, prefix=""):
             f"{prefix}wer": float(jiwer.wer(references, hypotheses))}
 
 
+def closest_reference_error_rates(reference_lists, hypotheses, prefix=""):
+    """Error rates when an output may say any of several true texts (a scene in any of its phrasings, as COCO
+    scores a caption against all of its references): each hypothesis is scored against the reference it is
+    closest to (fewest edits per reference unit, characters for CER and words for WER, chosen separately), and
+    edits and reference lengths are summed over the corpus as `error_rates` sums them over one reference each."""
+    import jiwer
+
+    if len(reference_lists) != len(hypotheses):
+        raise ValueError(f"{len(reference_lists)} reference lists for {len(hypotheses)} hypotheses")
+    rates = {}
+    for unit, process in (("cer", jiwer.process_characters), ("wer", jiwer.process_words)):
+        edits = length = 0
+        for references, hypothesis in zip(reference_lists, hypotheses):
+            hypothesis = normalize_text(hypothesis)
+            best = None
+            for reference in {normalize_text(r) or "<empty>" for r in references}:
+                out = process(reference, hypothesis)
+                errors, size = out.substitutions + out.deletions + out.insertions, out.substitutions + \
+                    out.deletions + out.hits
+                if best is None or errors * best[1] < best[0] * size:
+                    best = (errors, size)
+            if best is None:
+                raise ValueError("closest_reference_error_rates needs at least one reference per hypothesis")
+            edits, length = edits + best[0], length + best[1]
+        rates[f"{prefix}{unit}"] = float(edits / length)
+    return rates
+
+
 def classification_accuracy(logits, labels):
     logits, labels = torch.as_tensor(logits), torch.as_tensor(labels)
     return {"accuracy": float((logits.argmax(dim=-1) == labels).float().mean())}

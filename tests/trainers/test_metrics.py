@@ -6,6 +6,7 @@ import torch
 
 from xmodal.trainers.metrics import (
     caption_relevance,
+    closest_reference_error_rates,
     error_rates,
     make_compute_metrics,
     matching_metrics,
@@ -40,6 +41,18 @@ def test_error_rates_ignore_case_and_punctuation():
     rates = error_rates(["A cat, and a dog."], ["a cat and a dog"])
     assert rates == {"cer": 0.0, "wer": 0.0}
     assert error_rates(["a cat"], ["a bat"], prefix="x_")["x_wer"] == pytest.approx(0.5)
+
+
+def test_closest_reference_error_rates_score_each_output_against_its_nearest_true_text():
+    true = [["a cat left of a dog", "A dog, right of a cat."], ["three birds"]]
+    # Either phrasing of the first scene is right: no error, where one reference alone counts a lot.
+    assert closest_reference_error_rates(true, ["a dog right of a cat", "three birds"]) == {"cer": 0.0, "wer": 0.0}
+    assert error_rates([t[0] for t in true], ["a dog right of a cat", "three birds"])["wer"] > 0.3
+    # One edit each against the nearest reference: 2 edits over 20 + 11 characters; 2 words wrong of 6 + 2.
+    rates = closest_reference_error_rates(true, ["a dog right of a bat", "three bird"], prefix="caption_closest_")
+    assert rates == pytest.approx({"caption_closest_cer": 2 / 31, "caption_closest_wer": 2 / 8})
+    with pytest.raises(ValueError, match="2 reference lists for 1 hypotheses"):
+        closest_reference_error_rates(true, ["a cat"])
 
 
 def test_matching_metrics():
