@@ -16,6 +16,7 @@ from .fusion import FUSION_LAYERS
 from .modalities import MODALITIES, MODALITY_NAMES, PARTS
 from .modeling_xmodal import (
     XModalForConditionalGeneration,
+    XModalForCTC,
     XModalForMatching,
     XModalForPreTraining,
     XModalForSequenceClassification,
@@ -38,6 +39,7 @@ __all__ = [
     "XModalAudioConfig",
     "XModalConfig",
     "XModalDecoderConfig",
+    "XModalForCTC",
     "XModalForConditionalGeneration",
     "XModalForMatching",
     "XModalForPreTraining",

@@ -483,5 +483,5 @@ AUTO_MAP = {
 # the rest); `transformers` copies only the file of the saved class and what that imports, so the base model
 # would otherwise leave the heads' file behind.
 MODEL_FILES = ("configuration_xmodal.py", "fusion.py", "input_checks.py", "layers.py", "losses.py", "modalities.py",
-               "modeling_base.py", "modeling_outputs.py", "modeling_video.py", "modeling_xmodal.py",
+               "modeling_base.py", "modeling_ctc.py", "modeling_outputs.py", "modeling_video.py", "modeling_xmodal.py",
                "negatives.py", "spec_augment.py", "towers.py", "video_tower.py")

@@ -183,6 +183,17 @@ class XModalForPreTrainingOutput(ModelOutput):
     video_model_output: XModalTowerOutput | None = None
 
 
+@dataclass
+class XModalCTCOutput(ModelOutput):
+    """The CTC loss (with `labels`), per-state logits over the vocabulary and a blank (last), and which states are
+    real (`state_mask`, the speech tower's: padding frames give none)."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    state_mask: torch.Tensor | None = None
+    audio_model_output: XModalTowerOutput | None = None
+
+
 def output_options(config, output_attentions=None, output_hidden_states=None, return_dict=None):
     """(output_attentions, output_hidden_states, return_dict): the arguments given, else the config's defaults,
     as every `transformers` model reads them."""

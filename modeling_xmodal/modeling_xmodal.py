@@ -22,6 +22,7 @@ from .modeling_outputs import (
     output_options,
     tower_outputs,
 )
+from .modeling_ctc import XModalForCTC  # noqa: F401 (exported with the heads)
 from .modeling_video import XModalForVideoPreTraining  # noqa: F401 (exported with the heads)
 from .negatives import hard_negative_matching, negative_captions
 from .towers import tower_output_size
@@ -467,6 +468,7 @@ class XModalForPreTraining(_XModalDecoderHead):
 
 __all__ = [
     "AUTO_MAP",
+    "XModalForCTC",
     "XModalForConditionalGeneration",
     "XModalForMatching",
     "XModalForPreTraining",

@@ -247,6 +247,17 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
                                                 for r, h in list(zip(references, hypotheses))[:3]]
         del model
 
+    # Speech to text through the CTC head too (`XModalForCTC`: one pass of the speech tower), on the same clips.
+    if "audio" in modalities and "caption" in dataset.metadata and _weights_have(model_dir, "ctc_head"):
+        model = _load_part(xmodal.XModalForCTC, model_dir)
+        count = min(len(dataset), evaluation.generation_samples or len(dataset))
+        hypotheses = []
+        for batch in _batches(dataset, list(range(count)), batch_size, collator):
+            hypotheses += processor.target_tokenizer.batch_decode(model.transcribe(**modality_inputs(batch, "audio")),
+                                                                  skip_special_tokens=True)
+        metrics.update(error_rates(dataset.metadata["caption"][:count], hypotheses, prefix="speech_to_text_ctc_"))
+        del model
+
     if config.task == "classification" and "labels" in dataset.tensors:
         model = _load_part(xmodal.XModalForSequenceClassification, model_dir)
         logits = torch.cat([model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()

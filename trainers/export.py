@@ -102,6 +102,8 @@ CARD_METRICS = {"text_to_image_R@": ("text-to-image-retrieval", "recall"),
                 "audio_to_image_R@": ("audio-to-image-retrieval", "recall"),
                 "speech_to_text_cer": ("automatic-speech-recognition", "cer"),
                 "speech_to_text_wer": ("automatic-speech-recognition", "wer"),
+                "speech_to_text_ctc_cer": ("automatic-speech-recognition", "cer"),
+                "speech_to_text_ctc_wer": ("automatic-speech-recognition", "wer"),
                 "caption_cer": ("image-to-text", "cer"), "caption_wer": ("image-to-text", "wer"),
                 "caption_closest_cer": ("image-to-text", "cer"), "caption_closest_wer": ("image-to-text", "wer")}
 

@@ -17,6 +17,8 @@ from xmodal.trainers.evaluate import evaluate_checkpoint
 from xmodal.trainers.loop import TrainingDiverged, train
 from xmodal.trainers.optim import parameter_groups, warmup_cosine
 
+from tests.modeling.tiny import CTC_LOSS_WEIGHTS
+
 from .helpers import run_cli, tiny_config, write_yaml
 
 
@@ -42,7 +44,7 @@ def test_warmup_then_cosine():
 
 def test_train_writes_a_loadable_checkpoint_with_card_and_metrics(tmp_path, tiny_scenes):
     values = tiny_config(tmp_path, training={"max_steps": 4, "eval_every": 2, "save_every": 2, "report_to": ["tensorboard"]},
-                         evaluation={"split": "test", "max_samples": 16})
+                         evaluation={"split": "test", "max_samples": 16}, model={"loss_weights": CTC_LOSS_WEIGHTS})
     metrics = train(config_from_dict(values))
     model_dir = tmp_path / "model"
     for name in ("model.safetensors", "config.json", "processor_config.json", "tokenizer.json", "README.md",
@@ -71,7 +73,7 @@ def test_train_writes_a_loadable_checkpoint_with_card_and_metrics(tmp_path, tiny
     assert recalls["text_to_image_R@1"] == pytest.approx(metrics["text_to_image_R@1"])
     assert {r.dataset_split for r in data.eval_results} == {"test"}
     for key in ("text_to_image_R@1", "image_to_text_R@10", "audio_to_image_R@5", "image_text_matching_roc_auc",
-                "speech_to_text_cer", "caption_wer", "caption_closest_cer"):
+                "speech_to_text_cer", "caption_wer", "caption_closest_cer", "speech_to_text_ctc_cer"):
         assert key in metrics
     assert list((tmp_path / "logs").rglob("events.out.tfevents.*")), "no TensorBoard log"
     assert [p.name for p in checkpointing.list_states(tmp_path)] == ["step_0000002", "step_0000004"]
