@@ -44,6 +44,7 @@ from .metrics import (
     metrics_markdown,
     retrieval_metrics,
 )
+from .object_sets import object_set_metrics
 from .pointing import pointing_game
 
 
@@ -78,6 +79,14 @@ def _relevance(dataset):
     if captions is None:
         return None
     return caption_relevance(captions, dataset.metadata.get("captions") or [[c] for c in captions])
+
+
+def _object_sets(split, dataset):
+    """Each encoded row's objects (`emoji_ids` of the built-in scenes, found by `scene_id`), or None."""
+    if "emoji_ids" not in split.column_names or "scene_id" not in dataset.metadata:
+        return None
+    by_scene = dict(zip(split["scene_id"], split["emoji_ids"]))
+    return [by_scene[scene] for scene in dataset.metadata["scene_id"]]
 
 
 @torch.no_grad()
@@ -200,7 +209,11 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
             relevant = _owner_relevance(dataset.caption_rows()[1], len(dataset))
             metrics.update(retrieval_metrics(embeds, ks=tuple(evaluation.recall_at), relevant=relevant, exact=False))
         else:
-            metrics.update(retrieval_metrics(embeds, ks=tuple(evaluation.recall_at), relevant=_relevance(dataset)))
+            relevant = _relevance(dataset)
+            metrics.update(retrieval_metrics(embeds, ks=tuple(evaluation.recall_at), relevant=relevant))
+            objects = _object_sets(split, dataset)
+            if relevant is not None and objects is not None:  # the built-in scenes: which objects, which arrangement
+                metrics.update(object_set_metrics(embeds, relevant, objects))
         if triples and "image" in embeds:
             metrics.update(composition_metrics(triples, embeds["image"], lambda texts: model.get_embeddings(
                 **tokenize_texts(processor, texts, config.data))["text"], batch_size=batch_size))

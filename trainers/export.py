@@ -116,7 +116,8 @@ def card_data(config, metrics):
     results = []
     for name, value in metrics.items():
         for prefix, (task_type, metric_type) in CARD_METRICS.items():
-            if name.startswith(prefix) and isinstance(value, (int, float)) and not name.endswith("_exact"):
+            diagnostic = name.endswith(("_exact", "_objects"))  # R@1 variants; the card lists the standard one
+            if name.startswith(prefix) and isinstance(value, (int, float)) and not diagnostic:
                 results.append(EvalResult(task_type=task_type, dataset_type=f"xmodal-{config.data.name}",
                                           dataset_name=f"xmodal built-in {config.data.name}", dataset_split=split,
                                           metric_type=metric_type, metric_name=name, metric_value=float(value)))

@@ -73,7 +73,8 @@ def test_train_writes_a_loadable_checkpoint_with_card_and_metrics(tmp_path, tiny
     assert recalls["text_to_image_R@1"] == pytest.approx(metrics["text_to_image_R@1"])
     assert {r.dataset_split for r in data.eval_results} == {"test"}
     for key in ("text_to_image_R@1", "image_to_text_R@10", "audio_to_image_R@5", "image_text_matching_roc_auc",
-                "speech_to_text_cer", "caption_wer", "caption_closest_cer", "speech_to_text_ctc_cer"):
+                "speech_to_text_cer", "caption_wer", "caption_closest_cer", "speech_to_text_ctc_cer",
+                "text_to_image_R@1_objects", "text_to_image_objects_pairwise", "text_to_image_details_pairwise"):
         assert key in metrics
     assert list((tmp_path / "logs").rglob("events.out.tfevents.*")), "no TensorBoard log"
     assert [p.name for p in checkpointing.list_states(tmp_path)] == ["step_0000002", "step_0000004"]
