@@ -113,8 +113,8 @@ def closest_reference_error_rates(reference_lists, hypotheses, prefix=""):
             best = None
             for reference in {normalize_text(r) or "<empty>" for r in references}:
                 out = process(reference, hypothesis)
-                errors, size = out.substitutions + out.deletions + out.insertions, out.substitutions + \
-                    out.deletions + out.hits
+                errors = out.substitutions + out.deletions + out.insertions
+                size = out.substitutions + out.deletions + out.hits  # the reference's length
                 if best is None or errors * best[1] < best[0] * size:
                     best = (errors, size)
             if best is None:
