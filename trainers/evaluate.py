@@ -146,15 +146,22 @@ def matching_scores(model, dataset, pair, batch_size, collator, seed=0):
 
 
 @torch.no_grad()
-def generate_texts(model, dataset, source, count, batch_size, collator, tokenizer, evaluation):
-    """Generated captions (source "image") or transcripts (source "audio") for the first `count` samples."""
+def read_texts(read, dataset, source, count, batch_size, collator, tokenizer):
+    """The texts `read(**inputs)` writes (token ids per sample) from the `source` inputs of the first `count`
+    samples: captions (source "image") or transcripts (source "audio")."""
     texts = []
     for batch in _batches(dataset, list(range(count)), batch_size, collator):
-        inputs = modality_inputs(batch, source)
-        ids = model.generate(**inputs, do_sample=False,  # token ids from the checkpoint's generation config
-                             max_new_tokens=evaluation.max_new_tokens, num_beams=evaluation.num_beams)
-        texts += tokenizer.batch_decode(ids, skip_special_tokens=True)
+        texts += tokenizer.batch_decode(read(**modality_inputs(batch, source)), skip_special_tokens=True)
     return texts
+
+
+def generate_texts(model, dataset, source, count, batch_size, collator, tokenizer, evaluation):
+    """`read_texts` through the decoder: `generate`, with the token ids of the checkpoint's generation config."""
+    def generate(**inputs):
+        return model.generate(**inputs, do_sample=False, max_new_tokens=evaluation.max_new_tokens,
+                              num_beams=evaluation.num_beams)
+
+    return read_texts(generate, dataset, source, count, batch_size, collator, tokenizer)
 
 
 @torch.no_grad()
@@ -264,10 +271,8 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
     if "audio" in modalities and "caption" in dataset.metadata and _weights_have(model_dir, "ctc_head"):
         model = _load_part(xmodal.XModalForCTC, model_dir)
         count = min(len(dataset), evaluation.generation_samples or len(dataset))
-        hypotheses = []
-        for batch in _batches(dataset, list(range(count)), batch_size, collator):
-            hypotheses += processor.target_tokenizer.batch_decode(model.transcribe(**modality_inputs(batch, "audio")),
-                                                                  skip_special_tokens=True)
+        hypotheses = read_texts(model.transcribe, dataset, "audio", count, batch_size, collator,
+                                processor.target_tokenizer)
         metrics.update(error_rates(dataset.metadata["caption"][:count], hypotheses, prefix="speech_to_text_ctc_"))
         del model
 

@@ -105,13 +105,15 @@ def closest_reference_error_rates(reference_lists, hypotheses, prefix=""):
 
     if len(reference_lists) != len(hypotheses):
         raise ValueError(f"{len(reference_lists)} reference lists for {len(hypotheses)} hypotheses")
+    # sorted: of two references equally close, the same one counts in every process (set order is hash-seeded)
+    reference_lists = [sorted({normalize_text(r) or "<empty>" for r in references}) for references in reference_lists]
+    hypotheses = [normalize_text(h) for h in hypotheses]
     rates = {}
     for unit, process in (("cer", jiwer.process_characters), ("wer", jiwer.process_words)):
         edits = length = 0
         for references, hypothesis in zip(reference_lists, hypotheses):
-            hypothesis = normalize_text(hypothesis)
             best = None
-            for reference in {normalize_text(r) or "<empty>" for r in references}:
+            for reference in references:
                 out = process(reference, hypothesis)
                 errors = out.substitutions + out.deletions + out.insertions
                 size = out.substitutions + out.deletions + out.hits  # the reference's length
