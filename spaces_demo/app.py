@@ -257,9 +257,11 @@ def _search_tab(predictor, examples, has_audio, as_file):
 
 # ---------------------------------------------------------------------------- tab 3
 def _generation_tab(predictor, examples, has_audio, has_image):
-    if predictor.generator is None:
+    if predictor.generator is None and not predictor.readers:
         gr.Markdown("This checkpoint has no text decoder, so it cannot transcribe or caption.")
         return
+    from xmodal.trainers.demo.predictor import READERS
+
     with gr.Row():
         beams = gr.Slider(1, predictor.limits.max_beams, value=3, step=1, label="Beam size")
         length = gr.Slider(1, predictor.max_new_tokens, value=min(24, predictor.max_new_tokens), step=1,
@@ -267,13 +269,16 @@ def _generation_tab(predictor, examples, has_audio, has_image):
     with gr.Row():
         with gr.Column(visible=has_audio):
             audio = audio_input("Speech", "transcribe-audio")
+            readers = predictor.readers or ["decoder"]
+            reader = gr.Radio([(READERS[name], name) for name in readers], value=readers[0], label="Read with",
+                              elem_id="transcribe-reader", visible=len(readers) > 1)
             transcribe_button = gr.Button("Transcribe", variant="primary", elem_id="transcribe-button")
             transcript = gr.Textbox(label="Transcript", interactive=False, elem_id="transcript")
         with gr.Column(visible=has_image):
             image = image_input("Image", "caption-image")
             caption_button = gr.Button("Caption", variant="primary", elem_id="caption-button")
             caption = gr.Textbox(label="Caption", interactive=False, elem_id="caption-output")
-    transcribe_button.click(user_errors(predictor.transcribe), [audio, beams, length], transcript,
+    transcribe_button.click(user_errors(predictor.transcribe), [audio, beams, length, reader], transcript,
                             api_name="transcribe", preprocess=False)
     caption_button.click(user_errors(predictor.caption), [image, beams, length], caption, api_name="caption",
                          preprocess=False)

@@ -8,7 +8,7 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from .tiny_demo import GENERATED_WORD
+from .tiny_demo import GENERATED_WORD, HEARD_WORD
 
 ENDPOINTS = {"/match", "/search_images", "/search_captions", "/transcribe", "/caption", "/explain", "/similarity",
              "/sync"}
@@ -79,7 +79,10 @@ def test_search_captions_from_the_test_split_and_from_candidates(client, assets,
 @pytest.mark.parametrize("beams,length", [(1, 3), (3, 5)])
 def test_transcribe_and_caption_follow_the_controls(client, assets, beams, length):
     expected = " ".join([GENERATED_WORD] * length)
-    assert client.predict(handle_file(assets["speech"]), beams, length, api_name="/transcribe") == expected
+    assert client.predict(handle_file(assets["speech"]), beams, length, "decoder", api_name="/transcribe") == expected
+    assert client.predict(handle_file(assets["speech"]), beams, length, "ctc", api_name="/transcribe") == HEARD_WORD
+    # the reader may be left out: the CTC head, the better of the two, reads by default
+    assert client.predict(handle_file(assets["speech"]), beams, length, api_name="/transcribe") == HEARD_WORD
     assert client.predict(handle_file(assets["image"]), beams, length, api_name="/caption") == expected
 
 

@@ -10,7 +10,7 @@ from xmodal.trainers.demo.inputs import DemoInputError, DemoLimits, load_audio, 
 from xmodal.trainers.demo.predictor import Predictor
 from xmodal.trainers.loading import resolve_model_dir
 
-from .tiny_demo import GENERATED_WORD, build_checkpoint
+from .tiny_demo import GENERATED_WORD, HEARD_WORD, build_checkpoint
 
 
 def test_parse_captions_strips_drops_blanks_and_repeats():
@@ -90,9 +90,33 @@ def test_search_ranks_by_similarity_and_caps_k(predictor, assets):
 
 def test_generation_follows_beam_and_length(predictor, assets):
     assert predictor.caption(str(assets["image"]), num_beams=2, max_new_tokens=4) == " ".join([GENERATED_WORD] * 4)
-    assert predictor.transcribe(str(assets["speech"]), 1, 2) == f"{GENERATED_WORD} {GENERATED_WORD}"
+    assert predictor.transcribe(str(assets["speech"]), 1, 2, reader="decoder") == f"{GENERATED_WORD} {GENERATED_WORD}"
     with pytest.raises(DemoInputError, match="Max length must be between 1 and 15"):
         predictor.caption(str(assets["image"]), 1, 40)
+
+
+def test_transcribe_reads_with_the_ctc_head_first(predictor, assets):
+    """The rigged CTC head hears "blue" in every state: greedy CTC merges the repeats into one word."""
+    assert predictor.readers == ["ctc", "decoder"]
+    assert predictor.transcribe(str(assets["speech"]), 1, 5) == HEARD_WORD
+    assert predictor.transcribe(str(assets["speech"]), 3, 5, reader="ctc") == HEARD_WORD  # beams do not apply
+    features = predictor._audio_inputs(load_audio(str(assets["speech"]), predictor.limits))
+    logits = predictor.ctc_reader(**features).logits[0]
+    assert (logits.argmax(-1) == predictor.processor.tokenizer.convert_tokens_to_ids(HEARD_WORD)).all()
+    with pytest.raises(DemoInputError, match="Unknown reader 'beam'; choose one of: ctc, decoder"):
+        predictor.transcribe(str(assets["speech"]), reader="beam")
+    with pytest.raises(DemoInputError, match="Max length must be between 1 and 15"):
+        predictor.transcribe(str(assets["speech"]), 1, 0, reader="ctc")
+
+
+def test_without_a_ctc_head_the_decoder_transcribes(assets, tmp_path):
+    folder = build_checkpoint(tmp_path / "no_ctc", assets["data"], assets["captions"], ctc=False)
+    predictor = Predictor(folder, data_path=tmp_path / "no-data")
+    assert predictor.ctc_reader is None and "ctc_head.weight" in predictor.ctc_reader_missing
+    assert predictor.readers == ["decoder"] and predictor.model_info()["heads"]["ctc"] is False
+    assert predictor.transcribe(str(assets["speech"]), 1, 3) == " ".join([GENERATED_WORD] * 3)
+    with pytest.raises(DemoInputError, match="This checkpoint has no CTC head; it reads speech with: decoder"):
+        predictor.transcribe(str(assets["speech"]), reader="ctc")
 
 
 def test_explain_maps_are_attention_over_the_patch_grid(predictor, assets):
@@ -126,7 +150,7 @@ def test_model_info(predictor):
     counts = info["parameters"]
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
     assert counts["text tower"] == sum(p.numel() for p in predictor.base.text_model.parameters())
-    assert info["heads"] == {"matching": True, "generation": True}
+    assert info["heads"] == {"matching": True, "generation": True, "ctc": True}
 
 
 def test_a_contrastive_only_checkpoint_reports_missing_heads(assets, tmp_path):
@@ -138,6 +162,8 @@ def test_a_contrastive_only_checkpoint_reports_missing_heads(assets, tmp_path):
         predictor.explain(str(assets["image"]), "a cat")
     with pytest.raises(DemoInputError, match="no text decoder"):
         predictor.caption(str(assets["image"]))
+    with pytest.raises(DemoInputError, match="no text decoder"):
+        predictor.transcribe(str(assets["speech"]))
     with pytest.raises(DemoInputError, match="No captions to search"):
         predictor.search_captions(str(assets["image"]))
     with pytest.raises(DemoInputError, match="No gallery to search"):
@@ -164,22 +190,3 @@ def test_drawing():
     assert heat_colors(np.array([0.0, 1.0])).tolist() == [[0, 0, 4], [252, 255, 164]]
     overlay = heatmap_overlay(Image.new("RGB", (40, 30), "white"), np.eye(4), size=64)
     assert overlay.size == (64, 64) and overlay.mode == "RGB"
-
-
-def test_the_data_folder_may_hold_several_builds(assets, tmp_path):
-    import json
-    import shutil
-
-    from xmodal.trainers.demo.predictor import _load_split
-
-    for seed in (0, 1):
-        build = tmp_path / f"scenes-v1-seed{seed}"
-        shutil.copytree(assets["data"], build)
-        (build / "build_params.json").write_text(json.dumps({"params": {"seed": seed, "num_test": 16}}))
-    (tmp_path / "scenes-v1-seed1" / "test" / "marker").write_text("")
-    split = _load_split(tmp_path, "test", {"seed": 1, "num_proc": 4})
-    assert len(split) == 16 and "scenes-v1-seed1" in split.cache_files[0]["filename"]
-    with pytest.raises(FileNotFoundError, match="no built dataset"):
-        _load_split(tmp_path, "test", {"seed": 7})
-    with pytest.raises(KeyError, match="no 'dev' split"):
-        _load_split(tmp_path, "dev", {"seed": 0})

@@ -2,7 +2,8 @@
 
 The decoder is rigged to write "red" at every step (its final norm outputs a constant vector that
 only the embedding of "red" aligns with), so generated text is known: `max_new_tokens=3` gives
-"red red red". Everything else keeps its random weights.
+"red red red". The CTC head is rigged to hear "blue" in every state, which greedy CTC reads as one
+"blue". Everything else keeps its random weights.
 """
 
 import io
@@ -16,6 +17,7 @@ COLORS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 170, 60), "
 SHAPES = ("circle", "square")
 SIZES = ("big", "small")
 GENERATED_WORD = "red"
+HEARD_WORD = "blue"  # what the CTC head reads
 MAX_DECODER_POSITIONS = 16
 
 
@@ -62,7 +64,7 @@ def build_data(folder):
     return rows["caption"]
 
 
-def tiny_config(vocab_size, decoder=True):
+def tiny_config(vocab_size, decoder=True, ctc=True):
     from xmodal import XModalAudioConfig, XModalConfig, XModalDecoderConfig, XModalTextConfig, XModalVisionConfig
 
     tower = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
@@ -73,7 +75,7 @@ def tiny_config(vocab_size, decoder=True):
         decoder_config=(XModalDecoderConfig(vocab_size=vocab_size, max_position_embeddings=MAX_DECODER_POSITIONS,
                                             **tower) if decoder else None),
         projection_dim=16, fusion_hidden_size=32, fusion_num_layers=2, fusion_num_attention_heads=2,
-        fusion_intermediate_size=64,
+        fusion_intermediate_size=64, loss_weights={"ctc": 1.0} if decoder and ctc else None,
     )
 
 
@@ -86,6 +88,15 @@ def _rig_decoder(model, token_id):
         model.decoder.embed_tokens.weight[token_id] = 50 * direction  # tied to the LM head
         model.decoder.layers.norm.weight.zero_()
         model.decoder.layers.norm.bias.copy_(direction)
+
+
+def _rig_ctc_head(model, token_id):
+    import torch
+
+    with torch.no_grad():
+        model.ctc_head.weight.zero_()
+        model.ctc_head.bias.zero_()
+        model.ctc_head.bias[token_id] = 10.0
 
 
 CARD = """---
@@ -109,8 +120,9 @@ Random weights (hidden 32, 2 layers); its decoder always writes "red".
 """
 
 
-def build_checkpoint(folder, data_folder, captions, head="pretraining"):
-    """Saves a tiny model (`pretraining`: every head; `contrastive`: XModalModel only) with its processor."""
+def build_checkpoint(folder, data_folder, captions, head="pretraining", ctc=True):
+    """Saves a tiny model (`pretraining`: every head, the CTC head only with `ctc`; `contrastive`: XModalModel
+    only) with its processor."""
     import torch
     from xmodal import XModalForPreTraining, XModalModel
     from xmodal.processing import XModalFeatureExtractor, XModalImageProcessor, XModalProcessor, train_tokenizer
@@ -119,8 +131,10 @@ def build_checkpoint(folder, data_folder, captions, head="pretraining"):
     tokenizer = train_tokenizer(captions + ["a cat", "two dogs"], vocab_size=200)
     torch.manual_seed(0)
     if head == "pretraining":
-        model = XModalForPreTraining(tiny_config(len(tokenizer)))
+        model = XModalForPreTraining(tiny_config(len(tokenizer), ctc=ctc))
         _rig_decoder(model, tokenizer.convert_tokens_to_ids(GENERATED_WORD))
+        if ctc:
+            _rig_ctc_head(model, tokenizer.convert_tokens_to_ids(HEARD_WORD))
     else:
         model = XModalModel(tiny_config(len(tokenizer), decoder=False))
     model.save_pretrained(folder)

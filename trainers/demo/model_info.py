@@ -25,7 +25,8 @@ def model_info(predictor):
             "parameters": parameter_counts(predictor), "config": json.loads(predictor.config.to_json_string()),
             "data_credits": credits.group(1).strip() if credits else _default_credits(),
             "curve": str(curve) if curve.is_file() else None, "model_dir": str(predictor.model_dir),
-            "heads": {"matching": predictor.matcher is not None, "generation": predictor.generator is not None}}
+            "heads": {"matching": predictor.matcher is not None, "generation": predictor.generator is not None,
+                      "ctc": predictor.ctc_reader is not None}}
 
 
 def parameter_counts(predictor):

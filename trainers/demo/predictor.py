@@ -1,66 +1,44 @@
 """Inference behind the demo (`spaces_demo/app.py`, `xmodal demo`): no Gradio here, and nothing
 is loaded until a `Predictor` is made.
 
-One checkpoint folder (as `xmodal train` writes it) is loaded into the three heads the demo
-needs: `XModalModel` (the shared embedding space: matching probabilities, search, similarity),
-`XModalForMatching` (the matching score and its cross-attention maps) and
-`XModalForConditionalGeneration` (captions and transcripts). A head whose weights the
+One checkpoint folder (as `xmodal train` writes it) is loaded into the heads the demo needs:
+`XModalModel` (the shared embedding space: matching probabilities, search, similarity),
+`XModalForMatching` (the matching score and its cross-attention maps),
+`XModalForConditionalGeneration` (captions and transcripts) and, when the checkpoint trained one,
+`XModalForCTC` (transcripts read off the speech tower in one pass). A head whose weights the
 checkpoint lacks (a contrastive-only run has no decoder) is reported as missing rather than
 run with random weights.
 
-Input checks live in `demo_inputs`; each raises `DemoInputError`, whose message is for the visitor.
+Input checks live in `inputs`; each raises `DemoInputError`, whose message is for the visitor. The
+galleries and the built-in data are `galleries.GalleriesMixin`.
 """
 
-import atexit
-import hashlib
-import io
-import json
-import shutil
-import tempfile
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..loading import load_head, resolve_model_dir
 from .drawing import heatmap_overlay, similarity_heatmap
+from .galleries import Gallery, GalleriesMixin, read_yaml
 from .gallery_index import FAISS_ABOVE, GalleryIndex
 from .inputs import DemoInputError, DemoLimits, load_audio, load_image, parse_captions
 from .model_info import model_info, parameter_counts
 from .sync import VideoSync
 
 DEFAULT_MODEL_DIR = "runs/default/model"  # `<training.output_dir>/model` of configs/default.yaml
+# How the Transcribe tab reads speech: the CTC head when the checkpoint has one (it read better than the decoder on
+# every default run measured: trainers/README.md), else the decoder.
+READERS = {"ctc": "CTC head (one pass)", "decoder": "decoder (beam search)"}
 
 
-@dataclass
-class Gallery:
-    """Images to search, their labels (captions or file names) and normalised embeddings."""
-
-    name: str
-    images: list
-    labels: list
-    captions: list | None = None  # true captions when the images come with them (a dataset split)
-    embeddings: torch.Tensor | None = field(default=None, repr=False)
-
-
-def _read_yaml(path):
-    try:
-        import yaml
-
-        return yaml.safe_load(Path(path).read_text()) or {}
-    except Exception:  # a missing or unreadable training config only costs the built-in gallery
-        return {}
-
-
-class Predictor:
+class Predictor(GalleriesMixin):
     """Loads a checkpoint once and answers the demo's questions; thread-safe for concurrent requests."""
 
     def __init__(self, model_dir=DEFAULT_MODEL_DIR, gallery_dir=None, data_path=None, split="test",
                  limits=None, video_model_dir=None):
-        from xmodal import XModalConfig, XModalForConditionalGeneration, XModalForMatching, XModalModel
+        from xmodal import XModalConfig, XModalForConditionalGeneration, XModalForCTC, XModalForMatching, XModalModel
         from xmodal.processing import XModalProcessor
 
         self.model_dir = resolve_model_dir(model_dir)
@@ -73,11 +51,13 @@ class Predictor:
         self.matcher, self.matcher_missing = load_head(XModalForMatching, self.model_dir)
         self.generator, self.generator_missing = (load_head(XModalForConditionalGeneration, self.model_dir)
                                                   if self.config.decoder_config is not None else (None, []))
+        has_ctc = self.config.decoder_config is not None and self.config.audio_config is not None
+        self.ctc_reader, self.ctc_reader_missing = (load_head(XModalForCTC, self.model_dir) if has_ctc else (None, []))
         self.modalities = list(self.config.modalities)
         # The Sync tab's video checkpoint (task: video): given apart, or this one when it has a video tower.
         video_model_dir = video_model_dir or (self.model_dir if self.config.video_config is not None else None)
         self.sync = VideoSync(video_model_dir) if video_model_dir else None
-        self.training_config = _read_yaml(self.model_dir / "training_config.yaml")
+        self.training_config = read_yaml(self.model_dir / "training_config.yaml")
         self.gallery_dir, self.data_path, self.split = gallery_dir, data_path, split
         self._lock = threading.RLock()
         self._galleries = OrderedDict()  # uploaded galleries by content hash, least recently used first
@@ -267,11 +247,30 @@ class Predictor:
         return min(k, available)
 
     # ------------------------------------------------------------------ tab 3: transcribe and caption
-    def transcribe(self, audio, num_beams=1, max_new_tokens=24):
-        self._require_generator()
+    @property
+    def readers(self):
+        """The ways this checkpoint can transcribe (keys of READERS), the better one first."""
+        return [name for name, head in (("ctc", self.ctc_reader), ("decoder", self.generator)) if head is not None]
+
+    def transcribe(self, audio, num_beams=1, max_new_tokens=24, reader=None):
+        """Text of a recording, read by `reader` ("ctc" or "decoder"; default: the first of `readers`). The CTC
+        head reads in one pass: `num_beams` does not apply to it, and its text is cut at `max_new_tokens`."""
         self.require("audio")
+        if not self.readers:
+            self._require_generator()
+        reader = reader or self.readers[0]
+        if reader not in READERS:
+            raise DemoInputError(f"Unknown reader {reader!r}; choose one of: {', '.join(READERS)}.")
+        if reader not in self.readers:
+            raise DemoInputError(f"This checkpoint has no {READERS[reader].split(' (')[0]}; it reads speech with: "
+                                 f"{', '.join(self.readers)}.")
         inputs = self._audio_inputs(load_audio(audio, self.limits))
-        return self._generate(dict(inputs), num_beams, max_new_tokens)
+        if reader == "decoder":
+            return self._generate(dict(inputs), num_beams, max_new_tokens)
+        max_new_tokens = self._check_generation(num_beams, max_new_tokens)[1]
+        with torch.inference_mode():
+            ids = self.ctc_reader.transcribe(inputs["input_features"], inputs.get("feature_attention_mask"))
+        return self.processor.batch_decode([ids[0][:max_new_tokens]], skip_special_tokens=True)[0].strip()
 
     def caption(self, image, num_beams=1, max_new_tokens=24):
         self._require_generator()
@@ -281,15 +280,19 @@ class Predictor:
 
     @torch.inference_mode()
     def _generate(self, inputs, num_beams, max_new_tokens):
+        num_beams, max_new_tokens = self._check_generation(num_beams, max_new_tokens)
+        # the token ids come from the checkpoint's generation_config.json
+        ids = self.generator.generate(**inputs, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False)
+        return self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
+
+    def _check_generation(self, num_beams, max_new_tokens):
         num_beams, max_new_tokens = int(num_beams), int(max_new_tokens)
         if not 1 <= num_beams <= self.limits.max_beams:
             raise DemoInputError(f"Beam size must be between 1 and {self.limits.max_beams}, got {num_beams}.")
         if not 1 <= max_new_tokens <= self.max_new_tokens:
             raise DemoInputError(f"Max length must be between 1 and {self.max_new_tokens} tokens, "
                                  f"got {max_new_tokens}.")
-        # the token ids come from the checkpoint's generation_config.json
-        ids = self.generator.generate(**inputs, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False)
-        return self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
+        return num_beams, max_new_tokens
 
     # ------------------------------------------------------------------ tab 4: explain
     @torch.inference_mode()
@@ -361,103 +364,6 @@ class Predictor:
         return {"images": images, "captions": captions, "matrix": matrix,
                 "heatmap": similarity_heatmap(images, captions, matrix)}
 
-    # ------------------------------------------------------------------ galleries and the built-in data
-    def dataset_split(self):
-        """The built-in data's split (default "test") the checkpoint was trained with, or None."""
-        with self._lock:
-            if self._dataset is None and self._dataset_error is None:
-                try:
-                    self._dataset = _load_split(self._data_location(), self.split,
-                                                (self.training_config.get("data") or {}).get("build_args") or {})
-                except (FileNotFoundError, KeyError, ValueError) as error:
-                    self._dataset_error = str(error)
-                except ImportError as error:  # the built-in data needs `datasets`
-                    self._dataset_error = f"{error}; pip install 'xmodal[train]'"
-            return self._dataset
-
-    def _data_location(self):
-        if self.data_path is not None:
-            return Path(self.data_path)
-        configured = (self.training_config.get("data") or {}).get("path")
-        if not configured:
-            raise FileNotFoundError(f"{self.model_dir} has no training_config.yaml naming its data; pass a data path")
-        candidates = [Path(configured)] + [parent / configured for parent in self.model_dir.resolve().parents[:3]]
-        return next((path for path in candidates if path.exists()), candidates[0])
-
-    def pairs(self):
-        """The split as a captioned gallery plus its unique captions (the caption search pool), or None."""
-        with self._lock:
-            if self._pairs is None:
-                split = self.dataset_split()
-                if split is None or "caption" not in split.column_names:
-                    return None
-                rows = split.select(range(min(len(split), self.limits.max_gallery)))
-                images = [image.convert("RGB") for image in rows["image"]]
-                captions = list(rows["caption"])
-                gallery = Gallery(f"{self.split} split", images, captions, captions, self.embed_images(images))
-                pool = list(dict.fromkeys(captions))
-                self._pairs = {"gallery": gallery, "pool": pool, "pool_embeddings": self.embed_texts(pool)}
-            return self._pairs
-
-    def default_gallery(self):
-        """The gallery folder given at start, else the test split; DemoInputError when there is neither."""
-        with self._lock:
-            if self._default_gallery is None:
-                if self.pairs() is not None:
-                    self._default_gallery = self.pairs()["gallery"]
-                else:
-                    raise DemoInputError(f"No gallery to search: upload images to search, or start the demo with "
-                                         f"--gallery DIR or the built-in data ({self._dataset_error}).")
-            return self._default_gallery
-
-    def gallery_from_files(self, paths):
-        """A gallery of uploaded images, cached by content (the same upload is embedded once)."""
-        paths = [Path(p) for p in paths]
-        if len(paths) > self.limits.max_upload_files:
-            raise DemoInputError(f"{len(paths)} files uploaded; a gallery holds at most "
-                                 f"{self.limits.max_upload_files}.")
-        digest = hashlib.sha1()
-        for path in paths:
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-        key = digest.hexdigest()
-        with self._lock:
-            if key not in self._galleries:
-                self._galleries[key] = self._folder_gallery(f"{len(paths)} uploaded images", paths)
-                while len(self._galleries) > 4:
-                    self._galleries.popitem(last=False)
-            self._galleries.move_to_end(key)
-            return self._galleries[key]
-
-    def _folder_gallery(self, name, paths):
-        images = [load_image(path, self.limits) for path in paths]
-        return Gallery(name, images, [Path(p).name for p in paths], None, self.embed_images(images))
-
-    def examples(self, count=3):
-        """Up to `count` test-split samples written to files, for the app's examples: dicts with
-        "image" and "audio" paths, "caption", and "distractors" (other captions)."""
-        split = self.dataset_split()
-        if split is None or len(split) < 2:
-            return []
-        folder = Path(tempfile.mkdtemp(prefix="xmodal-demo-examples-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        rows = split.select(range(min(count, len(split))))
-        others = list(dict.fromkeys(split.select(range(min(len(split), 50)))["caption"]))
-        examples = []
-        for index, row in enumerate(rows):
-            image_path = folder / f"example_{index}.png"
-            row["image"].convert("RGB").save(image_path)
-            audio_path = None
-            if row.get("audio"):  # encoded bytes (WAV or FLAC, depending on the build)
-                import soundfile
-
-                kind = soundfile.info(io.BytesIO(row["audio"])).format.lower()
-                audio_path = folder / f"example_{index}.{kind}"
-                audio_path.write_bytes(row["audio"])
-            distractors = [c for c in others if c != row["caption"]][index: index + 2]
-            examples.append({"image": str(image_path), "audio": str(audio_path) if audio_path else None,
-                             "caption": row["caption"], "distractors": distractors})
-        return examples
-
     def warm_up(self):
         """Embeds the default gallery and caption pool now, so that the first search does not wait for it."""
         try:
@@ -479,24 +385,6 @@ class Predictor:
         return parameter_counts(self)
 
 
-def _load_split(path, split, build_args):
-    """One split of a saved dataset folder; with several scene builds in `path`, the one built with `build_args`."""
-    from datasets import load_from_disk
-
-    path = Path(path)
-    if not (path / "dataset_dict.json").is_file():
-        builds = sorted(p.parent for p in path.glob("*/build_params.json")) if path.is_dir() else []
-        chosen = [b for b in builds if all(json.loads((b / "build_params.json").read_text())["params"].get(k) == v
-                                           for k, v in build_args.items() if k not in ("num_proc", "progress"))]
-        if not chosen:
-            raise FileNotFoundError(f"no built dataset at {path} (build it with `xmodal data build --out {path}`)")
-        path = chosen[0]
-    dataset = load_from_disk(str(path))
-    if split not in dataset:
-        raise KeyError(f"the dataset at {path} has no {split!r} split (it has {sorted(dataset)})")
-    return dataset[split]
-
-
 def _patch_grid(row):
     """An attention row over image tokens as a square (g, g) grid; a leading class token is dropped."""
     values = row.float().numpy()
@@ -507,4 +395,4 @@ def _patch_grid(row):
     raise DemoInputError(f"The image tower gives {len(values)} tokens, which do not form a square grid to draw.")
 
 
-__all__ = ["DEFAULT_MODEL_DIR", "Gallery", "Predictor", "resolve_model_dir"]
+__all__ = ["DEFAULT_MODEL_DIR", "READERS", "Gallery", "Predictor", "resolve_model_dir"]
