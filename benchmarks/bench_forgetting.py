@@ -56,9 +56,10 @@ def untouched_model(checkpoint, folder):
     return config
 
 
-def mixed_model(fine_tuned, untouched, prefix, folder, config):
-    """Saves into `folder` the fine-tuned model with the parameters under `prefix` put back as they were
-    untouched: which part's fine-tuning costs what it forgets."""
+def mixed_model(fine_tuned, untouched, prefixes, folder, config, keep=0.0):
+    """Saves into `folder` the fine-tuned model with the parameters under `prefixes` moved back towards the
+    untouched ones, keeping the fraction `keep` of their fine-tuning: 0 puts them back as they were (which part's
+    fine-tuning costs what it forgets), 0 < keep < 1 is a weight-space ensemble (WiSE-FT)."""
     from xmodal.modeling_xmodal import decoder_generation_config
     from xmodal.processing import XModalProcessor
     from xmodal.trainers.config import save_config
@@ -67,9 +68,10 @@ def mixed_model(fine_tuned, untouched, prefix, folder, config):
     cls = model_class(config.task)
     model = cls.from_pretrained(fine_tuned)
     original = cls.from_pretrained(untouched).state_dict()
-    replaced = {name: original[name] for name in model.state_dict() if name.startswith(prefix)}
+    replaced = {name: torch.lerp(original[name].float(), value.float(), keep).to(value.dtype)
+                for name, value in model.state_dict().items() if name.startswith(tuple(prefixes))}
     if not replaced:
-        sys.exit(f"No parameter of {fine_tuned} starts with {prefix!r}.")
+        sys.exit(f"No parameter of {fine_tuned} starts with one of {prefixes}.")
     model.load_state_dict(replaced, strict=False)
     model.save_pretrained(folder)
     decoder_generation_config(model.config).save_pretrained(folder)
@@ -142,6 +144,10 @@ def main():
         parser.add_argument("--caption-samples", type=int, default=300, help="test-split clips to transcribe")
         parser.add_argument("--parts", action="store_true",
                             help="also score the fine-tuned model with its speech encoder, then its decoder, untouched")
+        parser.add_argument("--keep", type=float, nargs="*", default=[],
+                            help="also score the fine-tuned model with only this fraction of its speech encoder's and "
+                                 "decoder's fine-tuning kept (WiSE-FT's weight-space ensemble with the untouched "
+                                 "model; e.g. --keep 0.5 0.75)")
 
     args = arguments(__doc__.splitlines()[0], options)
 
@@ -174,8 +180,13 @@ def main():
             for name, prefix in (("fine-tuned, speech encoder untouched", "xmodal.audio_model."),
                                  ("fine-tuned, decoder untouched", "decoder.")):
                 folder = Path(tmp) / name.replace(" ", "_").replace(",", "")
-                mixed_model(fine_tuned, untouched, prefix, folder, config)
+                mixed_model(fine_tuned, untouched, [prefix], folder, config)
                 models[name] = (transcribe_xmodal, folder)
+        for keep in args.keep:
+            name = f"fine-tuning x {keep:g} (speech encoder and decoder)"
+            folder = Path(tmp) / f"keep_{keep:g}"
+            mixed_model(fine_tuned, untouched, ["xmodal.audio_model.", "decoder."], folder, config, keep=keep)
+            models[name] = (transcribe_xmodal, folder)
         for name, (transcribe, folder) in models.items():
             start = time.perf_counter()
             scores = {}
