@@ -34,7 +34,7 @@ from .data import (
     select_split,
 )
 from .data.encoding import tokenize_texts
-from .loading import load_head, resolve_model_dir
+from .loading import load_head, resolve_model_dir, weights_have
 from .metrics import (
     caption_relevance,
     classification_accuracy,
@@ -46,18 +46,6 @@ from .metrics import (
 )
 from .object_sets import object_set_metrics
 from .pointing import pointing_game
-
-
-def _weights_have(folder, prefix):
-    """Whether a checkpoint has parameters under `prefix` (e.g. the matching head or the decoder)."""
-    from safetensors import safe_open
-
-    files = list(Path(folder).glob("*.safetensors"))
-    for file in files:
-        with safe_open(str(file), "pt") as handle:
-            if any(key.startswith(prefix) for key in handle.keys()):
-                return True
-    return False
 
 
 def _load_part(cls, model_dir):
@@ -226,7 +214,7 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
                 **tokenize_texts(processor, texts, config.data))["text"], batch_size=batch_size))
         del model
 
-    if _weights_have(model_dir, "itm_head") and len(modalities) > 1:
+    if weights_have(model_dir, "itm_head") and len(modalities) > 1:
         model = _load_part(xmodal.XModalForMatching, model_dir)
         if config.task == "matching" and "labels" in dataset.tensors:
             logits = torch.cat([model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
@@ -251,7 +239,7 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
     # for other fusions and for data without object boxes).
     metrics.update(pointing_game(model_dir, model_config, modalities, config, split, dataset, processor, collator))
 
-    if model_config.decoder_config is not None and _weights_have(model_dir, "decoder.") and "caption" in dataset.metadata:
+    if model_config.decoder_config is not None and weights_have(model_dir, "decoder.") and "caption" in dataset.metadata:
         model = _load_part(xmodal.XModalForConditionalGeneration, model_dir)
         count = min(len(dataset), evaluation.generation_samples or len(dataset))
         references = dataset.metadata["caption"][:count]
@@ -268,7 +256,7 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
         del model
 
     # Speech to text through the CTC head too (`XModalForCTC`: one pass of the speech tower), on the same clips.
-    if "audio" in modalities and "caption" in dataset.metadata and _weights_have(model_dir, "ctc_head"):
+    if "audio" in modalities and "caption" in dataset.metadata and weights_have(model_dir, "ctc_head"):
         model = _load_part(xmodal.XModalForCTC, model_dir)
         count = min(len(dataset), evaluation.generation_samples or len(dataset))
         hypotheses = read_texts(model.transcribe, dataset, "audio", count, batch_size, collator,

@@ -17,6 +17,18 @@ def resolve_model_dir(model_dir):
                             "that `xmodal train` writes (a LoRA run keeps its merged model in <dir>/merged).")
 
 
+def weights_have(folder, prefix):
+    """Whether a checkpoint has parameters under `prefix` (e.g. the matching head or the decoder), read from the
+    safetensors headers alone (nothing is loaded)."""
+    from safetensors import safe_open
+
+    for file in Path(folder).glob("*.safetensors"):
+        with safe_open(str(file), "pt") as handle:
+            if any(key.startswith(prefix) for key in handle.keys()):
+                return True
+    return False
+
+
 def has_model(model_dir):
     try:
         resolve_model_dir(model_dir)

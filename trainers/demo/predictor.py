@@ -19,7 +19,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from ..loading import load_head, resolve_model_dir
+from ..loading import load_head, resolve_model_dir, weights_have
 from .drawing import heatmap_overlay, similarity_heatmap
 from .galleries import Gallery, GalleriesMixin, read_yaml
 from .gallery_index import FAISS_ABOVE, GalleryIndex
@@ -51,8 +51,11 @@ class Predictor(GalleriesMixin):
         self.matcher, self.matcher_missing = load_head(XModalForMatching, self.model_dir)
         self.generator, self.generator_missing = (load_head(XModalForConditionalGeneration, self.model_dir)
                                                   if self.config.decoder_config is not None else (None, []))
+        # read off the file's header first: a checkpoint without the head (pretrained.yaml's) is not built twice
         has_ctc = self.config.decoder_config is not None and self.config.audio_config is not None
-        self.ctc_reader, self.ctc_reader_missing = (load_head(XModalForCTC, self.model_dir) if has_ctc else (None, []))
+        self.ctc_reader, self.ctc_reader_missing = (
+            load_head(XModalForCTC, self.model_dir) if has_ctc and weights_have(self.model_dir, "ctc_head.")
+            else (None, ["ctc_head.weight", "ctc_head.bias"] if has_ctc else []))
         self.modalities = list(self.config.modalities)
         # The Sync tab's video checkpoint (task: video): given apart, or this one when it has a video tower.
         video_model_dir = video_model_dir or (self.model_dir if self.config.video_config is not None else None)
