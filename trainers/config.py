@@ -139,7 +139,7 @@ class TrainingConfig:
     # Speed (issue 18; benchmarks/README.md): the AdamW kernel (OPTIMIZERS; fused by default, as transformers'
     # `optim`), batches of similar lengths (less padding: each epoch's shuffled order is sorted by length within
     # windows of 50 batches, as transformers' `group_by_length`), and `torch.compile` of the model (through
-    # Accelerate's dynamo plugin, dynamic shapes).
+    # Accelerate's dynamo plugin, static sizes: below).
     optimizer: str = "adamw_torch_fused"
     group_by_length: bool = False
     compile: bool = False
