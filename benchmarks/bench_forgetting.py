@@ -148,6 +148,9 @@ def main():
                             help="also score the fine-tuned model with only this fraction of its speech encoder's and "
                                  "decoder's fine-tuning kept (WiSE-FT's weight-space ensemble with the untouched "
                                  "model; e.g. --keep 0.5 0.75)")
+        parser.add_argument("--keep-decoder", type=float, nargs="*", default=[],
+                            help="the same for the decoder alone (the speech encoder, which retrieval reads, stays "
+                                 "fine-tuned)")
 
     args = arguments(__doc__.splitlines()[0], options)
 
@@ -182,10 +185,12 @@ def main():
                 folder = Path(tmp) / name.replace(" ", "_").replace(",", "")
                 mixed_model(fine_tuned, untouched, [prefix], folder, config)
                 models[name] = (transcribe_xmodal, folder)
-        for keep in args.keep:
-            name = f"fine-tuning x {keep:g} (speech encoder and decoder)"
-            folder = Path(tmp) / f"keep_{keep:g}"
-            mixed_model(fine_tuned, untouched, ["xmodal.audio_model.", "decoder."], folder, config, keep=keep)
+        for keep, prefixes, parts in [*((k, ["xmodal.audio_model.", "decoder."], "speech encoder and decoder")
+                                        for k in args.keep),
+                                      *((k, ["decoder."], "decoder") for k in args.keep_decoder)]:
+            name = f"fine-tuning x {keep:g} ({parts})"
+            folder = Path(tmp) / name.replace(" ", "_").replace("(", "").replace(")", "")
+            mixed_model(fine_tuned, untouched, prefixes, folder, config, keep=keep)
             models[name] = (transcribe_xmodal, folder)
         for name, (transcribe, folder) in models.items():
             start = time.perf_counter()
