@@ -93,4 +93,18 @@ def run_training(config_file, overrides=(), resume=False, num_processes=None, ac
     except (TrainingDiverged, CheckpointError) as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return 1
+    except Exception as error:
+        if not (config.training.compile and is_compiler_error(error)):
+            raise
+        # torch.compile could not build the step here (no C++ compiler, an unsupported operator...): the model
+        # itself is fine, and eager training runs the same steps
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        print(f"{prog}: training.compile failed ({type(error).__name__}: {reason}); train without it: --set "
+              "training.compile=false", file=sys.stderr)
+        return 2
     return 0
+
+
+def is_compiler_error(error):
+    """Whether `error` was raised by `torch.compile` (dynamo or inductor) rather than by the model's own code."""
+    return type(error).__module__.startswith(("torch._dynamo", "torch._inductor"))

@@ -114,3 +114,24 @@ def test_a_truncated_weights_file_is_named(weights_only, tmp_path):
     with pytest.raises(OSError, match=r"broken: a model\.safetensors file there cannot be read .*damaged or "
                                       r"incomplete"):
         XModalModel.from_pretrained(broken)
+
+
+def test_a_compiler_that_cannot_build_the_step_is_one_line(tiny_scenes, tmp_path):
+    """`training.compile: true` where inductor finds no working C++ compiler (`CXX` is /bin/false, the kernel cache
+    empty): one line that names the failure and the way to train without it, exit code 2, no traceback."""
+    import os
+
+    from .helpers import REPO, cli_environment, tiny_config
+
+    config = write_yaml(tiny_config(tmp_path / "run", training={"compile": True, "max_steps": 2}), tmp_path / "c.yaml")
+    environment = dict(cli_environment(), CXX="/bin/false", TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "kernels"))
+    environment.pop("TORCHINDUCTOR_FX_GRAPH_CACHE", None)
+    result = subprocess.run([sys.executable, "-m", "xmodal.trainers.cli", "train", "--config", str(config)],
+                            capture_output=True, text=True, timeout=600, env=environment, cwd=REPO)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("xmodal train: training.compile failed (InductorError: InvalidCxxCompiler: No working C++ "
+                           "compiler found"), last
+    assert last.endswith("train without it: --set training.compile=false"), last
+    assert os.path.isdir(tmp_path / "run")  # it failed in training, after the config was read
