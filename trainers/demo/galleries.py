@@ -37,7 +37,6 @@ def read_yaml(path):
         return {}
 
 
-
 class GalleriesMixin:
     """Galleries and the built-in data for `Predictor` (see the module's docstring)."""
 
