@@ -159,7 +159,10 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
     import xmodal
     from xmodal.processing import XModalProcessor
 
-    model_dir = Path(model_dir)
+    try:  # a LoRA run's folder holds the adapters, and its merged model in merged/
+        model_dir = resolve_model_dir(model_dir)
+    except FileNotFoundError as error:
+        raise ConfigError(str(error)) from None
     if config is None:
         config_file = model_dir / "training_config.yaml"
         config = load_config(config_file) if config_file.is_file() else RunConfig()
@@ -172,9 +175,6 @@ def evaluate_checkpoint(model_dir, config=None, split=None, data_path=None, max_
     evaluation = config.evaluation
     split_name = split or evaluation.split
     max_samples = max_samples if max_samples is not None else evaluation.max_samples
-    if not (model_dir / "config.json").is_file():
-        raise ConfigError(f"No model at {model_dir}: expected config.json and model.safetensors "
-                          "(a LoRA run keeps its merged model in <dir>/merged).")
     try:
         processor = XModalProcessor.from_pretrained(model_dir)
     except (OSError, ValueError) as error:

@@ -73,3 +73,9 @@ def test_lora_run_saves_adapters_and_merged_equals_adapter(tmp_path, tiny_scenes
     torch.testing.assert_close(merged_logits, adapter_logits, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(saved_logits, adapter_logits, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(base_logits, adapter_logits, atol=1e-3)
+    # `xmodal eval --model <run>/model` scores the merged model a LoRA run keeps in merged/
+    from xmodal.trainers.evaluate import evaluate_checkpoint
+
+    scores = evaluate_checkpoint(adapter_dir, split="test", max_samples=16)
+    assert scores == evaluate_checkpoint(adapter_dir / "merged", split="test", max_samples=16)
+    assert scores["samples"] == 16 and 0.0 <= scores["text_to_image_R@1"] <= 1.0
