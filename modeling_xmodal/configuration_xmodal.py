@@ -319,6 +319,9 @@ def is_own_config(config, config_class=None):
 
 
 FUSION_TYPES = ("concat", "gated", "cross_attention")
+# How the cross-attention fusion pools its query stream for the matching and classification heads: "cls" reads the
+# [FUSE] token, "mean" averages every query token, so each word's cross-attention reaches the loss.
+FUSION_POOLINGS = ("cls", "mean")
 CONTRASTIVE_LOSSES = ("clip", "sigmoid")
 # The named parts of the multi-task losses: pre-training's six (`negative_caption` only with false captions
 # given; `ctc`, CTC over the speech tower's states beside the decoder's transcription, only with a weight above 0:
@@ -383,6 +386,7 @@ class XModalConfig(PreTrainedConfig):
     fusion_num_layers: int = 2
     fusion_num_attention_heads: int = 4
     fusion_intermediate_size: int = 1024
+    fusion_pooling: str = "cls"  # cross_attention only: FUSION_POOLINGS
     loss_weights: dict | None = None
     # Tokens a pretrained decoder reads after its start token before it writes (Whisper's <|notimestamps|>);
     # `generate` starts from them, and its training targets begin with them.
@@ -428,6 +432,7 @@ class XModalConfig(PreTrainedConfig):
 
     def _validate(self):
         _check_choice(self, "fusion_type", set(FUSION_TYPES))
+        _check_choice(self, "fusion_pooling", set(FUSION_POOLINGS))
         _check_choice(self, "contrastive_loss", set(CONTRASTIVE_LOSSES))
         _check_positive(self, "projection_dim", "fusion_hidden_size", "fusion_num_layers",
                         "fusion_num_attention_heads", "fusion_intermediate_size")

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.activations import ACT2FN
 
-from .layers import XModalTransformer, padding_mask
+from .layers import XModalTransformer, masked_mean, padding_mask
 from .modalities import MODALITY_NAMES
 from .modeling_outputs import XModalFusionOutput
 
@@ -170,6 +170,7 @@ class CrossAttentionFusion(_FusionBase):
     def __init__(self, config, tower_sizes, with_sequence=True):
         super().__init__(config, tower_sizes, with_sequence=True)  # its layers always work on tokens
         self.fuse_token = nn.Parameter(torch.zeros(1, 1, self.hidden_size))
+        self.pooling = config.fusion_pooling
         self.encoder = XModalTransformer(
             config, self.hidden_size, config.fusion_num_layers, config.fusion_num_attention_heads,
             config.fusion_intermediate_size, cross_attention_size=self.hidden_size,
@@ -195,7 +196,8 @@ class CrossAttentionFusion(_FusionBase):
             encoder_attention_mask=padding_mask(context_mask, query.shape[1]) if context else None,
             output_attentions=output_attentions,
         )
-        return XModalFusionOutput(last_hidden_state=states, pooler_output=states[:, 0], attention_mask=query_mask,
+        pooled = states[:, 0] if self.pooling == "cls" else masked_mean(states, query_mask)
+        return XModalFusionOutput(last_hidden_state=states, pooler_output=pooled, attention_mask=query_mask,
                                   cross_attentions=cross_attentions, modalities=(query_modality, *context))
 
 

@@ -57,6 +57,34 @@ def test_cross_attention_fusion_returns_text_to_image_attention_maps():
     assert alone.modalities == ("image",) and not alone.cross_attentions
 
 
+def _last_cross_attention_grad(pooling):
+    """Gradient of the pooled vector at the last fusion layer's cross-attention output, and the query mask."""
+    torch.manual_seed(0)
+    model = XModalForPreTraining(tiny_config(fusion_pooling=pooling, fusion_num_layers=1))
+    captured = []
+    model.fusion.encoder.layers[-1].cross_attn.register_forward_hook(
+        lambda module, args, output: captured.append(output[0]) or output[0].retain_grad())
+    towers = _towers(model, ("text", "image"))
+    output = model.fusion(towers)
+    # a random direction: a plain sum of a LayerNorm's output does not depend on its input
+    (output.pooler_output * torch.randn(output.pooler_output.shape[-1])).sum().backward()
+    return output, captured[0].grad, output.attention_mask
+
+
+def test_mean_fusion_pooling_lets_every_word_cross_attention_reach_the_pool():
+    """With one fusion layer and the [FUSE] token pooled, only [FUSE]'s cross-attention reaches the loss: the words'
+    maps over the image (the pointing game's, the demo's Explain tab's) get no gradient. Mean pooling reaches each
+    word and no padding."""
+    _, grad, mask = _last_cross_attention_grad("cls")
+    assert grad[:, 0].abs().sum() > 0 and grad[:, 1:].abs().sum() == 0
+    output, grad, mask = _last_cross_attention_grad("mean")
+    assert not mask.all()  # the tiny inputs pad some captions
+    per_token = grad.abs().sum(-1)
+    assert (per_token[mask.bool()] > 0).all() and (per_token[~mask.bool()] == 0).all()
+    weights = mask.unsqueeze(-1).float()
+    torch.testing.assert_close(output.pooler_output, (output.last_hidden_state * weights).sum(1) / weights.sum(1))
+
+
 def test_cross_attention_fusion_starts_fan_in_scaled_and_looks_somewhere():
     """At std 0.02 every query read the same average of the context (attention 0.0005 from uniform in total
     variation) and a matching head on the fused vector never left its prior; fan-in scaled weights start

@@ -25,6 +25,7 @@ from .tiny import tiny_config, tiny_inputs
         (lambda: XModalVisionConfig(image_size=30, patch_size=8), "image_size=30"),
         (lambda: XModalVisionConfig(encoder_type="resnet50"), "encoder_type='resnet50'"),
         (lambda: tiny_config(fusion_type="sum"), "fusion_type='sum'"),
+        (lambda: tiny_config(fusion_pooling="max"), "fusion_pooling='max' is not supported; choose one of ['cls', 'mean']"),
         (lambda: tiny_config(contrastive_loss="triplet"), "contrastive_loss='triplet'"),
         (lambda: tiny_config(loss_weights={"captioning": 1.0}), "loss_weights has unknown parts ['captioning']"),
         (lambda: tiny_config(loss_weights={"matching": -1.0}), "loss_weights['matching']=-1.0"),
