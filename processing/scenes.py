@@ -26,7 +26,8 @@ from .scene_plan import (
     DATA_VERSION, DEFAULT_IMAGE_SIZE, DEFAULT_NUM_EMOJI, DEFAULT_SIZES, NOVEL_PAIR_FRACTION, SPLITS, Scene, plan_scenes,
 )
 from .held_out import respeak_split
-from .speech import AUDIO_FORMATS, CHUNK_SIZE, SAMPLING_RATE, UNSEEN_VOICES, fresh_process_map, speak_here
+from .speech import AUDIO_FORMATS, CHUNK_SIZE, SAMPLING_RATE, UNSEEN_VOICES, speak_here
+from .worker_processes import fresh_process_map
 
 __all__ = [
     "add_data_arguments", "build_cli", "build_from_args", "build_scene_dataset", "load_scene_dataset",

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import ctypes
 import io
-import multiprocessing
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from .speech_pico import PICO_SAMPLING_RATE, is_pico_voice, speak_pico
+from .worker_processes import fresh_process_map
 
 SAMPLING_RATE = 16_000
 ESPEAK_SAMPLING_RATE = 22_050  # what espeak_Initialize reports; 16,000 / 22,050 = 320 / 441
@@ -192,19 +192,6 @@ def speak_here(
 
 def _speak_job(job) -> list:
     return speak_here(*job)
-
-
-def fresh_process_map(function, jobs: Sequence, num_proc: int = 2) -> Iterator:
-    """`map(function, jobs)` in order, each job in a freshly forked worker process, so that
-    eSpeak's carried-over state never leaks from one job into the next."""
-    if not jobs:
-        return
-    # fork: cheap, and children inherit the parent's caches (sprites); the parent never
-    # loads eSpeak itself, so every child starts with a fresh engine.
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with context.Pool(processes=max(1, min(num_proc, len(jobs))), maxtasksperchild=1) as pool:
-        yield from pool.imap(function, jobs)
 
 
 def speak_requests(

@@ -3,7 +3,7 @@
 Clips are planned in `video_plan` (who does what, when) and made here: frames drawn with the still
 scenes' sprites on a plain background, each event's sentence spoken by eSpeak at its start time,
 both written by PyAV's bundled FFmpeg (H.264 + AAC in mp4; no system ffmpeg). Every chunk of clips
-is made in a fresh worker process (`speech.fresh_process_map`), so a build is reproducible bit for
+is made in a fresh worker process (`worker_processes.fresh_process_map`), so a build is reproducible bit for
 bit. The mp4 bytes live in the rows, not beside them: a saved or pushed dataset is then one
 self-contained thing (paths break when the folder moves, and `datasets.Video` needs torchcodec).
 """
@@ -24,7 +24,8 @@ from PIL import Image
 from .emoji_assets import OPENMOJI_ATTRIBUTION, emoji_catalogue, emoji_sprite, scaled_sprite
 from .scene_plan import DEFAULT_IMAGE_SIZE, DEFAULT_NUM_EMOJI, SPLITS
 from .scenes import datasets_progress, is_build_of, package_versions, staged_build
-from .speech import SAMPLING_RATE, fresh_process_map, speak_here
+from .speech import SAMPLING_RATE, speak_here
+from .worker_processes import fresh_process_map
 from .video_plan import (
     DEFAULT_VIDEO_SIZES, FPS, VIDEO_DATA_VERSION, Clip, frame_boxes, pixel_box, place_utterances, plan_video_clips,
     state_at, visible_box,
