@@ -109,14 +109,28 @@ class XModalProcessor(ProcessorMixin):
         return super()._load_tokenizer_from_pretrained(sub_processor_type, pretrained_model_name_or_path,
                                                        subfolder=subfolder, **kwargs)
 
+    @staticmethod
+    def _holds_video_processor(pretrained_model_name_or_path, subfolder, processor_dict):
+        """Whether a saved processor has a video processor (checkpoints saved before videos existed have none)."""
+        return "video_processor" in (processor_dict or {}) or os.path.isfile(
+            os.path.join(pretrained_model_name_or_path, subfolder or "", VIDEO_PROCESSOR_NAME))
+
+    @classmethod
+    def _resolve_subprocessors(cls, pretrained_model_name_or_path, processor_dict, **kwargs):
+        """transformers >= 5.25 loads the parts here: a checkpoint saved before videos existed gets a default video
+        processor instead of an error from `AutoVideoProcessor`."""
+        if kwargs.get("video_processor") is None and not cls._holds_video_processor(
+                pretrained_model_name_or_path, kwargs.get("subfolder"), processor_dict):
+            kwargs["video_processor"] = XModalVideoProcessor()
+        return super()._resolve_subprocessors(pretrained_model_name_or_path, processor_dict, **kwargs)
+
     @classmethod
     def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
-        """Loads the parts as `ProcessorMixin` does (its Auto class for each; tokenizers through
+        """transformers < 5.25: loads the parts as `ProcessorMixin` does (its Auto class for each; tokenizers through
         `_load_tokenizer_from_pretrained`), except that a checkpoint saved before videos existed, which holds
         no video processor, gets None (a default one) instead of an error from `AutoVideoProcessor`."""
         subfolder = kwargs.pop("subfolder", "")
-        saved_video = "video_processor" in (processor_dict or {}) or os.path.isfile(
-            os.path.join(pretrained_model_name_or_path, subfolder, VIDEO_PROCESSOR_NAME))
+        saved_video = cls._holds_video_processor(pretrained_model_name_or_path, subfolder, processor_dict)
         args = []
         for name in cls.get_attributes():
             if "tokenizer" in name:
