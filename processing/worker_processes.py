@@ -24,7 +24,7 @@ _INHERITED = []  # native state a worker inherited and must neither use nor free
 
 
 def _set_aside_inherited_state() -> None:
-    """In a fresh worker: keep PyAV's per-thread video reformatter (`av.video.frame._thread_local`, PyAV 13+) out of
+    """In a fresh worker: keep PyAV's per-thread video reformatter (`av.video.frame._thread_local` in PyAV 18) out of
     use without freeing it. Its libswscale context waits on threads the fork did not copy: using it or freeing it
     hangs. The worker ends with `os._exit`, which frees nothing."""
     frame = sys.modules.get("av.video.frame")
@@ -56,12 +56,11 @@ def fresh_process_map(function: Callable, jobs: Sequence, num_proc: int = 2) -> 
         return
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     limit = max(1, min(int(num_proc), len(jobs)))
-    waiting = list(reversed(range(len(jobs))))
-    running, finished, next_index = {}, {}, 0
+    running, finished, started, next_index = {}, {}, 0, 0
     try:
         while next_index < len(jobs):
-            while waiting and len(running) < limit:
-                index = waiting.pop()
+            while started < len(jobs) and len(running) < limit:
+                index, started = started, started + 1
                 receiver, sender = context.Pipe(duplex=False)
                 process = context.Process(target=_run_job, args=(function, jobs[index], sender), daemon=True)
                 process.start()
